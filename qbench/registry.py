@@ -1,0 +1,145 @@
+"""The method registry, modelled on timm's model registry.
+
+``register_method`` adds a :class:`~qbench.method.Method` subclass under a name, ``list_methods`` lists names matching
+an fnmatch pattern, ``create_method`` builds an instance with validated hyperparameters. Methods come from three
+places, loaded lazily on first use so ``import qbench`` stays cheap:
+
+1. the built-in plugins, one module per method in the package ``qbench.methods`` (the repository's ``methods/``);
+2. installed packages declaring the entry-point group ``qbench.methods`` (``name = "pkg.module"`` or ``"pkg.module:Cls"``);
+3. Python files given at run time (``plugins=[path.py]`` in a config, ``--plugin path.py`` on the command line).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import importlib.util
+import pkgutil
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from .errors import PluginError, UnknownMethodError
+
+if TYPE_CHECKING:
+    from .method import Method
+
+__all__ = ["register_method", "list_methods", "create_method", "get_method_class", "load_plugin", "is_method"]
+
+ENTRY_POINT_GROUP = "qbench.methods"
+
+_registry: dict[str, type["Method"]] = {}
+_builtins_loaded = False
+_entry_points_loaded = False
+
+
+def register_method(name: str | None = None, *, overwrite: bool = False) -> Callable[[type], type]:
+    """Class decorator registering a Method subclass under ``name`` (default: the class's ``name`` attribute)."""
+
+    def decorator(cls: type) -> type:
+        from .method import Method
+
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise TypeError(f"@register_method expects a subclass of qbench.Method, got {cls!r}")
+        key = (name or getattr(cls, "name", None) or cls.__name__).lower()
+        if key in _registry and _registry[key] is not cls and not overwrite:
+            # Re-importing the same file (e.g. a plugin given twice) re-defines the class; accept the same qualname.
+            old = _registry[key]
+            if (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
+                raise PluginError(
+                    f"method '{key}' is already registered by {old.__module__}.{old.__qualname__}; "
+                    f"pick another name or pass overwrite=True"
+                )
+        cls.name = key
+        _registry[key] = cls
+        return cls
+
+    return decorator
+
+
+def _load_builtins() -> None:
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    import qbench.methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"qbench.methods.{info.name}")
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken third-party package must not take qbench down silently
+            raise PluginError(
+                f"entry point '{ep.name} = {ep.value}' (group {ENTRY_POINT_GROUP}) failed to import: "
+                f"{type(exc).__name__}: {exc}; fix or uninstall that package"
+            ) from exc
+        if isinstance(obj, type) and obj not in _registry.values():
+            register_method(ep.name)(obj)
+
+
+def _ensure_loaded() -> None:
+    _load_builtins()
+    _load_entry_points()
+
+
+def load_plugin(path: str | Path) -> list[str]:
+    """Import a plugin file; the methods it registers become available. Returns the names it added."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise PluginError(f"plugin file '{path}' does not exist; give the path of a .py file that calls register_method")
+    _ensure_loaded()
+    before = set(_registry)
+    module_name = f"qbench_plugin_{path.stem}_{abs(hash(str(path.resolve()))) % 10**8}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"plugin file '{path}' is not an importable Python file")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise PluginError(f"plugin file '{path}' raised on import: {type(exc).__name__}: {exc}") from exc
+    return sorted(set(_registry) - before)
+
+
+def list_methods(pattern: str | None = None) -> list[str]:
+    """Sorted names of the registered methods, optionally filtered by an fnmatch pattern such as ``"*ste*"``."""
+    _ensure_loaded()
+    names = sorted(_registry)
+    if pattern:
+        names = [n for n in names if fnmatch.fnmatch(n, pattern.lower())]
+    return names
+
+
+def is_method(name: str) -> bool:
+    _ensure_loaded()
+    return name.lower() in _registry
+
+
+def get_method_class(name: str) -> type["Method"]:
+    _ensure_loaded()
+    key = str(name).lower()
+    if key not in _registry:
+        close = fnmatch.filter(_registry, f"*{key}*")
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise UnknownMethodError(
+            f"unknown method '{name}'{hint}; known methods: {', '.join(sorted(_registry))} "
+            f"(add one with plugins=[file.py] or the '{ENTRY_POINT_GROUP}' entry point)"
+        )
+    return _registry[key]
+
+
+def create_method(name: str, **hparams) -> "Method":
+    """Instantiate a registered method; unknown hyperparameters raise a ConfigError listing the valid ones."""
+    return get_method_class(name)(**hparams)

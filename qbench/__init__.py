@@ -25,7 +25,7 @@ _LAZY = {
     "create_method": "qbench.registry",
     "load_plugin": "qbench.registry",
     "quantize_model": "qbench.quant.apply",
-    "dequantize_model": "qbench.quant.apply",
+    "freeze_quantized": "qbench.quant.apply",
     "quantized_layers": "qbench.quant.apply",
 }
 

@@ -1,0 +1,95 @@
+"""Asymptotic quantized estimator (AQE: Chen, Liu, Zhang, Hou, Yang, *Learning low-precision neural networks
+without straight-through estimator (STE)*, arXiv 2003.04296, eq. 18-22; spec §5).
+
+Training forward ĥ = α·h(a) + (1−α)·a for activations and Ŵ = α·h(W) + (1−α)·W for weights; backward
+∂L/∂a = 2α·∂L/∂ĥ·1{|a| ≤ 1} (at α = ½ exactly the BNN STE, Theorems 1-2); evaluation uses the hard h. h is sign
+(1 bit), ternary with Δ = 0.5 (2 bits) or the nearest power of two (≥ 3 bits) — the Δ values are our [choice], the
+paper gives none. After every update W ← clip(W, −1, 1). α is not stated in the paper [choice: 0.5, tunable]; the
+optional linear ramp α: 0.5 → alpha_final over training is labelled "not in the paper".
+Paper recipe: Adam lr 0.01 with exponential decay, batch 256, 200 epochs, from scratch. Paper layer policy: all layers
+quantized incl. the first and last, except the network input (use ``policy=quantized``).
+"""
+
+import torch
+from torch import nn
+
+from qbench import register_method
+from qbench.method import HParam, Method, latent_weights
+from qbench.quant.activation import AQEActivation, aqe_blend, aqe_h
+from qbench.quant.weight import WeightParametrization, num_levels
+
+
+class AQEWeight(WeightParametrization):
+    """Weight parametrization Ŵ = α·h(W) + (1−α)·W while training, h(W) at evaluation (AQE eq. 18)."""
+
+    def __init__(self, bits: int, alpha: float, ternary_delta: float):
+        super().__init__()
+        self.bits, self.alpha, self.ternary_delta = bits, float(alpha), ternary_delta
+        self.levels = num_levels(bits)
+
+    def forward(self, latent):
+        return aqe_blend(latent, self.alpha, self.bits, self.ternary_delta, self.training)
+
+    def hard(self, latent):
+        with torch.no_grad():
+            return aqe_h(latent, self.bits, self.ternary_delta)
+
+    def extra_repr(self):
+        return f"bits={self.bits}, alpha={self.alpha:g}"
+
+
+@register_method("aqe")
+class AQE(Method):
+    """Asymptotic quantized estimator: blend α·h(x) + (1−α)·x with a 2α-scaled hard-tanh backward, clipped weights."""
+
+    family = "activation estimator"
+    paper = "Chen et al., Learning low-precision neural networks without STE, IJCAI 2019 / JSTSP 2020"
+    paper_policy = "all layers quantized incl. first and last, except the network input"
+    activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
+    hparams = {
+        "alpha": HParam(0.5, "blend weight α of the quantized part (0.5 = BNN STE) [choice: not stated]"),
+        "alpha_schedule": HParam("constant", "'linear': ramp α → alpha_final over training (not in the paper)",
+                                 ("constant", "linear")),
+        "alpha_final": HParam(1.0, "final α of the linear ramp (not in the paper)"),
+        "ternary_delta": HParam(0.5, "2-bit h threshold Δ [choice]"),
+        "clip_weights": HParam(True, "clip W to [−1, 1] after every update (paper)", (True, False)),
+    }
+
+    def __init__(self, **overrides):
+        super().__init__(**overrides)
+        self.alpha_t = float(self.hp.alpha)
+        self._modules_with_alpha: list = []
+
+    def _track(self, module):
+        self._modules_with_alpha.append(module)
+        return module
+
+    def weight_quantizer(self, bits):
+        return self._track(AQEWeight(bits, self.alpha_t, self.hp.ternary_delta))
+
+    def activation_quantizer(self, bits):
+        return self._track(AQEActivation(bits, self.alpha_t, self.hp.ternary_delta))
+
+    def input_quantizer(self, bits, signed):
+        # The same blend for layer inputs that are not activation outputs (the paper quantizes all layers' inputs
+        # except the network input).
+        return self._track(AQEActivation(bits, self.alpha_t, self.hp.ternary_delta))
+
+    def weight_levels(self, bits):
+        return num_levels(bits)
+
+    def on_epoch_start(self, model, epoch, epochs):
+        if self.hp.alpha_schedule == "linear" and epochs > 1:
+            start, end = float(self.hp.alpha), float(self.hp.alpha_final)
+            self.alpha_t = start + (end - start) * epoch / (epochs - 1)
+        for module in self._modules_with_alpha:
+            module.alpha = self.alpha_t
+
+    def after_step(self, model):
+        if self.hp.clip_weights:
+            with torch.no_grad():
+                for latent, _ in latent_weights(model):
+                    latent.clamp_(-1.0, 1.0)
+
+    def search_space(self, trial):
+        return {"alpha": trial.suggest_float("alpha", 0.25, 1.0)}

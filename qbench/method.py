@@ -1,0 +1,187 @@
+"""The method plugin base class.
+
+A method is (a) a weight quantizer per bit-width, (b) an activation quantizer with its backward estimator, and (c) an
+update rule, expressed as hooks around the optimizer step (spec §0). Each part can be overridden on its own, so a new
+method is usually a dozen lines in one file (see ``methods/`` and the README's plugin section).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, ClassVar, Iterable
+
+from torch import nn
+
+from .errors import BitsError, ConfigError
+from .quant import weight as wq
+from .quant.activation import ALPHA_GRADS, ESTIMATORS, InputQuantizer, QuantReLU
+
+__all__ = ["Method", "HParam", "QuantReLUMethod", "latent_weights"]
+
+
+class HParam:
+    """A documented hyperparameter: default, help text and (optionally) the allowed choices."""
+
+    def __init__(self, default: Any, help: str, choices: Iterable[Any] | None = None):
+        self.default, self.help = default, help
+        self.choices = tuple(choices) if choices is not None else None
+
+    def __repr__(self) -> str:
+        return f"HParam({self.default!r})"
+
+
+class Method:
+    """Base class of every method plugin.
+
+    Subclasses set the class attributes and override what differs from plain BinaryConnect/STE training:
+
+    * ``hparams``: ``{name: HParam(default, help, choices)}`` — the method's own hyperparameters; every [choice] of the
+      spec is one of them so that it can be tuned or ablated. Values are read as ``self.hp.<name>``.
+    * :meth:`weight_quantizer`, :meth:`activation_quantizer`, :meth:`input_quantizer` — per bit-width.
+    * :meth:`before_step` / :meth:`after_step` — update-level rules around ``optimizer.step()`` (BCGD's blend,
+      AQE's clipping); :meth:`on_epoch_start` for schedules that depend on the epoch.
+    * :meth:`search_space` — the Optuna search space of the method's own hyperparameters.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = "update rule"  # "baseline" | "weight quantizer" | "activation estimator" | "update rule"
+    paper: ClassVar[str] = ""
+    hparams: ClassVar[dict[str, HParam]] = {}
+    #: activation module types replaced by :meth:`activation_quantizer` (ReLU-family by default, spec §2 placement)
+    activation_types: ClassVar[tuple[type[nn.Module], ...]] = (nn.ReLU, nn.ReLU6)
+    #: weight bit-widths the method supports (None: any)
+    weight_bits: ClassVar[tuple[int, ...] | None] = None
+    #: the layer policy the method's paper used, for the docs (the suite decides what is run)
+    paper_policy: ClassVar[str] = ""
+
+    def __init__(self, **overrides: Any):
+        valid = self.hparams
+        unknown = sorted(set(overrides) - set(valid))
+        if unknown:
+            raise ConfigError(
+                f"method '{self.name}' has no hyperparameter {', '.join(repr(k) for k in unknown)}; "
+                f"valid: {', '.join(sorted(valid)) or '(none)'}"
+            )
+        values = {k: h.default for k, h in valid.items()}
+        values.update(overrides)
+        for key, value in values.items():
+            choices = valid[key].choices
+            if choices is not None and value not in choices:
+                raise ConfigError(f"{self.name}.{key}={value!r} is not allowed; choose one of {list(choices)}")
+        self.config = values
+        self.hp = _Namespace(values)
+
+    # ----------------------------------------------------------------------------------------------- quantizers
+    def check_weight_bits(self, bits: int) -> None:
+        if self.weight_bits is not None and bits not in self.weight_bits and bits < 32:
+            supported = ", ".join(f"W{b}" for b in self.weight_bits)
+            raise BitsError(f"method '{self.name}' supports {supported} weights (got W{bits}); add W32 for float weights")
+
+    def weight_quantizer(self, bits: int) -> nn.Module | None:
+        """Parametrization module for a layer's weight at ``bits`` (None: keep float). Default: BinaryConnect-style
+        straight-through with binary (1 bit), exact ternary (2 bits) or uniform (≥ 3 bits)."""
+        if bits == 1:
+            fn = wq.binary
+        elif bits == 2:
+            fn = wq.ternary_exact
+        else:
+            fn = functools.partial(wq.uniform, bits=bits)
+        return wq.StraightThroughWeight(fn, wq.num_levels(bits))
+
+    def activation_quantizer(self, bits: int) -> nn.Module | None:
+        """Module that replaces each activation of :attr:`activation_types` (None: keep float)."""
+        return None
+
+    def input_quantizer(self, bits: int, signed: bool) -> nn.Module | None:
+        """Quantizer for the input of a quantized layer that does not come from a quantized activation."""
+        return InputQuantizer(bits, signed=signed)
+
+    def weight_levels(self, bits: int) -> int:
+        return wq.num_levels(bits)
+
+    # ---------------------------------------------------------------------------------------------- training hooks
+    def param_groups(self, model: nn.Module) -> list[dict]:
+        """Optimizer parameter groups; default one group with every trainable parameter (latent weights and any
+        learned quantizer parameter such as BCGD's α, which the BCGD code trains with the weights' settings)."""
+        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+
+    def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
+        """Called before each epoch (0-based); schedules that depend on the epoch live here."""
+
+    def before_step(self, model: nn.Module) -> None:
+        """Called after backward, before ``optimizer.step()``: the gradient at Q(w) is in ``latent.grad``."""
+
+    def after_step(self, model: nn.Module) -> None:
+        """Called after ``optimizer.step()`` (projections, clipping, prox steps)."""
+
+    # ------------------------------------------------------------------------------------------------------ tuning
+    def search_space(self, trial) -> dict[str, Any]:
+        """Optuna search space of the method's own hyperparameters (``trial.suggest_*``); empty: nothing to tune."""
+        return {}
+
+    # -------------------------------------------------------------------------------------------------------- docs
+    @classmethod
+    def describe(cls) -> str:
+        lines = [f"{cls.name}  [{cls.family}]  {cls.paper}".rstrip()]
+        doc = (cls.__doc__ or "").strip().splitlines()
+        if doc:
+            lines.append(f"    {doc[0]}")
+        for key, h in sorted(cls.hparams.items()):
+            choices = f" {{{', '.join(map(str, h.choices))}}}" if h.choices else ""
+            lines.append(f"    {key} = {h.default!r}{choices}  — {h.help}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.config.items()))
+        return f"{type(self).__name__}({args})"
+
+
+class _Namespace:
+    def __init__(self, values: dict[str, Any]):
+        self.__dict__.update(values)
+
+    def __repr__(self) -> str:
+        return f"hp({self.__dict__})"
+
+
+
+def latent_weights(model: nn.Module) -> list[tuple[nn.Parameter, wq.WeightParametrization]]:
+    """(latent float weight, its parametrization) for every quantized layer of a model made by quantize_model.
+    Update rules act on the latent ``parametrizations.weight.original`` (design.md)."""
+    info = getattr(model, "qbench_info", None)
+    if info is None:
+        return []
+    return [(m.parametrizations.weight.original, m.parametrizations.weight[0]) for m in info.layers]
+
+
+class QuantReLUMethod(Method):
+    """Base of the methods whose activations are the b-bit quantized ReLU of spec §2 (STE, BCGD, PCG, LBW).
+
+    Subclasses extend :attr:`hparams` with ``**QuantReLUMethod.hparams`` and may change the defaults with
+    :meth:`relu_hparams`."""
+
+    hparams = {
+        "estimator": HParam("clipped_relu", "activation backward μ': identity | relu | clipped_relu (spec §2)", ESTIMATORS),
+        "learn_alpha": HParam(False, "learn the activation resolution α by BCGD's rule (spec §2)", (True, False)),
+        "alpha": HParam(None, "initial/fixed α; None: the half-normal Lloyd fit per bit-width (spec §2 table)"),
+        "alpha_grad": HParam("mean", "∂σ/∂α variant when α is learned (BCGD code)", ALPHA_GRADS),
+    }
+
+    @staticmethod
+    def relu_hparams(**defaults: Any) -> dict[str, HParam]:
+        """The quantized-ReLU hyperparameters with some defaults changed (e.g. ``learn_alpha=True`` for BCGD)."""
+        out = dict(QuantReLUMethod.hparams)
+        for key, value in defaults.items():
+            h = out[key]
+            out[key] = HParam(value, h.help, h.choices)
+        return out
+
+    def activation_quantizer(self, bits: int) -> nn.Module:
+        return QuantReLU(bits, estimator=self.hp.estimator, alpha=self.hp.alpha, learn_alpha=self.hp.learn_alpha,
+                         alpha_grad=self.hp.alpha_grad)
+
+    def search_space(self, trial) -> dict[str, Any]:
+        space = {"estimator": trial.suggest_categorical("estimator", list(ESTIMATORS))}
+        if self.hp.learn_alpha:
+            space["alpha_grad"] = trial.suggest_categorical("alpha_grad", list(ALPHA_GRADS))
+        return space

@@ -1,0 +1,3 @@
+"""Quantizers (pure tensor functions and autograd estimators) and model surgery."""
+
+__all__ = ["weight", "activation", "apply"]

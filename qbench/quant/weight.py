@@ -1,0 +1,248 @@
+"""Weight quantizers Q(w): pure tensor functions, one scale per tensor (spec §1, ../shared/spec/methods.md).
+
+Each takes a float tensor and returns a tensor of the same shape and dtype whose values lie on the quantizer's grid.
+They never track gradients themselves; how the gradient passes through Q (straight through, cancelled outside
+[-1, 1], AQE's blend) is the job of :class:`StraightThroughWeight` and the method plugins.
+
+Sources: BCGD = Yin et al., arXiv 1808.05240 and the authors' code ``penhunt/full-quantization-DNN``; TWN = Li & Liu,
+arXiv 1605.04711; LBW = Yin et al., arXiv 1612.06052; DoReFa / MQBench for the uniform grid.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import BitsError
+
+__all__ = [
+    "sign_nonzero",
+    "binary",
+    "ternary_twn",
+    "ternary_exact",
+    "ternary_exact_residual",
+    "pow2",
+    "pow2_unit_levels",
+    "uniform",
+    "bcgd_4bit",
+    "num_levels",
+    "level_codes",
+    "WeightParametrization",
+    "StraightThroughWeight",
+    "describe_quantizer",
+]
+
+
+def sign_nonzero(w: Tensor) -> Tensor:
+    """sign(w) with sign(0) = +1 [choice, spec §1], so a binary weight is never 0."""
+    return torch.where(w >= 0, torch.ones_like(w), -torch.ones_like(w))
+
+
+def binary(w: Tensor) -> Tensor:
+    """Binary weights ``δ·sign(w)`` with ``δ = mean|w|`` (spec §1, BCGD code).
+
+    This is the exact L2 projection onto {±δ}ⁿ over δ > 0 and the sign pattern: for a fixed pattern s the best δ is
+    ⟨w, s⟩/n, maximised by s = sign(w), giving δ = mean|w|.
+    """
+    return w.abs().mean() * sign_nonzero(w)
+
+
+def ternary_twn(w: Tensor, threshold: float = 0.7, bcgd_code_scale: bool = False) -> Tensor:
+    """Ternary weights by the TWN rule (spec §1; Li & Liu 2016, eq. 8-9).
+
+    ``Δ = threshold·mean|w|``, ``I = 1{|w| ≥ Δ}``, ``Q = s·I·sign(w)`` with ``s = Σ|w|·I / |I|`` (TWN).
+    ``bcgd_code_scale=True`` reproduces the BCGD authors' code, which divides by n (all entries) instead of |I|,
+    giving a smaller scale whenever some weights are zeroed.
+    """
+    a = w.abs()
+    mask = (a >= threshold * a.mean()).to(w.dtype)
+    denom = torch.tensor(float(w.numel()), dtype=w.dtype, device=w.device) if bcgd_code_scale else mask.sum().clamp_min(1)
+    scale = (a * mask).sum() / denom
+    return scale * mask * torch.sign(w)
+
+
+def _ternary_exact_parts(w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """Sorted-prefix solution of min_{α,s∈{0,±1}ⁿ} ‖w − α s‖² (LBW paper, b = 2; spec §1).
+
+    For a support of size k the best support is the k largest |w| and the best α their mean, leaving the residual
+    ‖w‖² − S_k²/k, S_k = Σ_{i≤k} a_i with a sorted descending. So k* = argmax_k S_k²/k — one sort, O(N log N).
+    Returns (order, k_star, alpha, best_score).
+    """
+    a = w.detach().abs().flatten()
+    sorted_a, order = torch.sort(a, descending=True)
+    prefix = torch.cumsum(sorted_a.double(), 0)
+    k = torch.arange(1, a.numel() + 1, device=w.device, dtype=torch.float64)
+    score = prefix * prefix / k
+    best = torch.argmax(score)  # first maximiser; any k* with the max value is optimal (ties are equally good)
+    k_star = best + 1
+    alpha = (prefix[best] / k_star).to(w.dtype)
+    return order, k_star, alpha, score[best]
+
+
+def ternary_exact(w: Tensor) -> Tensor:
+    """Exact L2 projection onto ternary tensors α·{0, ±1}ⁿ (LBW, b = 2), O(N log N) by one sort."""
+    order, k_star, alpha, _ = _ternary_exact_parts(w)
+    support = torch.zeros(w.numel(), dtype=w.dtype, device=w.device)
+    # Exactly the k* largest magnitudes: indexing by rank (not by a |w| ≥ a_k* test) keeps ties at the threshold
+    # from enlarging the support beyond k*, so α stays the support mean and the residual formula holds.
+    support[order[: int(k_star)]] = 1
+    return alpha * support.view_as(w) * torch.sign(w)
+
+
+def ternary_exact_residual(w: Tensor) -> Tensor:
+    """‖w − ternary_exact(w)‖² in closed form: ‖w‖² − S_{k*}²/k*."""
+    _, _, _, best = _ternary_exact_parts(w)
+    return (w.detach().double().pow(2).sum() - best).to(w.dtype)
+
+
+def pow2_unit_levels(bits: int, device=None, dtype=torch.float32) -> Tensor:
+    """Unit magnitudes {0, 2^{1−n}, …, ½, 1}, n = 2^{b−1} − 1 (LBW-style, spec §1): 2n + 1 = 2^b − 1 signed levels."""
+    n = 2 ** (bits - 1) - 1
+    mags = [0.0] + [2.0 ** (-j) for j in range(n - 1, -1, -1)]
+    return torch.tensor(mags, device=device, dtype=dtype)
+
+
+def _nearest_unit_level(u: Tensor, levels: Tensor) -> Tensor:
+    """Nearest point of a sorted level set for non-negative u, with midpoints as thresholds (ties go up)."""
+    mids = (levels[1:] + levels[:-1]) / 2
+    idx = torch.bucketize(u, mids, right=True)
+    return levels[idx]
+
+
+def pow2(w: Tensor, bits: int = 3, c: float = 0.75, refits: int = 0) -> Tensor:
+    """Power-of-two weights α·{0, ±2^{1−n}, …, ±½, ±1} for b ≥ 3 ("LBW-style", spec §1).
+
+    The level set and the single free scale are the LBW paper's; the scale rule is our [choice]: α = c·max|w| with
+    c ∈ [0.5, 1] (default 0.75), optionally refitted ``refits`` times by least squares α ← Σ|w|q̂ / Σq̂² where q̂ are
+    the chosen unit levels. For a fixed α every entry goes to its nearest level (midpoint thresholds).
+    """
+    if bits < 3:
+        raise BitsError(f"pow2 needs bits ≥ 3 (got {bits}); use ternary_exact for 2 bits and binary for 1 bit")
+    a = w.abs()
+    levels = pow2_unit_levels(bits, w.device, w.dtype)
+    alpha = c * a.max()
+    for step in range(refits + 1):
+        if alpha <= 0:
+            return torch.zeros_like(w)
+        unit = _nearest_unit_level(a / alpha, levels)
+        if step < refits:
+            denom = (unit * unit).sum()
+            if denom > 0:
+                alpha = (a * unit).sum() / denom
+    return alpha * unit * torch.sign(w)
+
+
+def uniform(w: Tensor, bits: int, scale: Tensor | float | None = None) -> Tensor:
+    """Uniform symmetric b-bit grid ``s·clip(round(w/s), −L, L)``, L = 2^{b−1} − 1, s = max|w|/L unless given
+    ([choice], DoReFa / MQBench convention; spec §1). 2^b − 1 levels; b = 1 has no symmetric grid (use binary)."""
+    if bits < 2:
+        raise BitsError(f"uniform needs bits ≥ 2 (got {bits}); use binary for 1 bit")
+    L = 2 ** (bits - 1) - 1
+    s = w.abs().max() / L if scale is None else torch.as_tensor(scale, dtype=w.dtype, device=w.device)
+    if float(s) == 0.0:
+        return torch.zeros_like(w)
+    return s * torch.clamp(torch.round(w / s), -L, L)
+
+
+def bcgd_4bit(w: Tensor) -> Tensor:
+    """The BCGD code's 4-bit quantizer (spec §1): δ = max|w|/15, k = clip(round(|w|/(2δ)), 0, 7),
+    least-squares scale s = Σ|w|k / Σk², Q = s·k·sign(w) (15 levels)."""
+    a = w.abs()
+    delta = a.max() / 15
+    if float(delta) == 0.0:
+        return torch.zeros_like(w)
+    k = torch.clamp(torch.round(a / (2 * delta)), 0, 7)
+    s = (a * k).sum() / (k * k).sum().clamp_min(1e-12)
+    return s * k * torch.sign(w)
+
+
+def num_levels(bits: int) -> int:
+    """Largest number of distinct values a b-bit weight quantizer in qbench produces (2 for binary, else 2^b − 1)."""
+    return 2 if bits == 1 else 2**bits - 1
+
+
+def level_codes(q: Tensor) -> Tensor:
+    """Integer codes of a quantized tensor, independent of its scale: round(q / smallest nonzero |q|).
+
+    Used by the recurrence diagnostics (spec §6) to compare Q(w_t) across steps when the scale drifts.
+    """
+    a = q.abs()
+    nz = a[a > 0]
+    if nz.numel() == 0:
+        return torch.zeros_like(q, dtype=torch.int32)
+    return torch.round(q / nz.min()).to(torch.int32)
+
+
+class _StraightThrough(torch.autograd.Function):
+    """Forward Q(w) exactly (so the layer sees only grid values); backward passes the gradient taken at Q(w) to w,
+    optionally cancelled where |w| > clip (BinaryConnect's 1{|w| ≤ 1}, Courbariaux et al. 2015)."""
+
+    @staticmethod
+    def forward(ctx, w: Tensor, quantize: Callable[[Tensor], Tensor], cancel_outside: float | None) -> Tensor:
+        ctx.cancel_outside = cancel_outside
+        if cancel_outside is not None:
+            ctx.save_for_backward(w)
+        with torch.no_grad():
+            return quantize(w)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        if ctx.cancel_outside is not None:
+            (w,) = ctx.saved_tensors
+            grad = grad * (w.abs() <= ctx.cancel_outside).to(grad.dtype)
+        return grad, None, None
+
+
+class WeightParametrization(nn.Module):
+    """Base of qbench's weight parametrizations: ``forward(latent)`` gives the weight the layer uses, ``hard(latent)``
+    the hard-quantized Q(latent) without autograd, ``levels`` the most distinct values Q may produce."""
+
+    levels: int = 0
+
+    def hard(self, latent: Tensor) -> Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+def describe_quantizer(fn: Callable) -> str:
+    """Readable name of a quantizer function or a functools.partial of one (for reprs and ``qbench list``)."""
+    if isinstance(fn, functools.partial):
+        args = ", ".join(f"{k}={v}" for k, v in fn.keywords.items())
+        return f"{fn.func.__name__}({args})"
+    return getattr(fn, "__name__", repr(fn))
+
+
+class StraightThroughWeight(WeightParametrization):
+    """Parametrization ``weight = Q(latent)`` with a straight-through backward (spec §0, §4, §6).
+
+    Registered with ``torch.nn.utils.parametrize`` so every layer type that reads ``self.weight`` — also functionally,
+    as BEiT's attention reads ``qkv.weight`` — sees the quantized tensor. ``quantize`` is a pure function from this
+    module; ``levels`` is the most distinct values it may produce (checked by the tests). The last quantized tensor
+    is cached per latent version, so update rules that need Q(w) (BCGD's blend) reuse it instead of quantizing twice.
+    """
+
+    def __init__(self, quantize: Callable[[Tensor], Tensor], levels: int, cancel_outside: float | None = None):
+        super().__init__()
+        self.quantize = quantize
+        self.levels = levels
+        self.cancel_outside = cancel_outside
+        self._cache: tuple[int, int, Tensor] | None = None
+
+    def forward(self, latent: Tensor) -> Tensor:
+        q = _StraightThrough.apply(latent, self.quantize, self.cancel_outside)
+        self._cache = (id(latent), latent._version, q.detach())
+        return q
+
+    def hard(self, latent: Tensor) -> Tensor:
+        """Q(latent) without autograd, reusing the forward's value when the latent has not changed since."""
+        cache = self._cache
+        if cache is not None and cache[0] == id(latent) and cache[1] == latent._version:
+            return cache[2]
+        with torch.no_grad():
+            return self.quantize(latent)
+
+    def extra_repr(self) -> str:
+        extra = f", cancel_outside={self.cancel_outside}" if self.cancel_outside is not None else ""
+        return f"{describe_quantizer(self.quantize)}, levels={self.levels}{extra}"

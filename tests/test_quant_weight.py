@@ -1,0 +1,170 @@
+"""Weight quantizers against independent oracles (brute force, closed forms) — spec §1."""
+
+import itertools
+
+import pytest
+import torch
+
+from qbench.errors import BitsError
+from qbench.quant import weight as wq
+
+
+def _brute_force_ternary(w: torch.Tensor) -> float:
+    """min over every threshold t ∈ {|w_i|} of ‖w − α·s‖² with s = sign(w)·1{|w| ≥ t}, α = mean of |w| on s."""
+    a = w.abs().double().flatten()
+    best = float(a.pow(2).sum())  # all-zero candidate
+    for t in a.unique():
+        mask = a >= t
+        alpha = a[mask].mean()
+        err = float((a - alpha * mask).pow(2).sum())
+        best = min(best, err)
+    return best
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 64, 257])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ternary_exact_matches_brute_force(n, seed):
+    w = torch.randn(n, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * 0.3
+    q = wq.ternary_exact(w)
+    err = float((w - q).pow(2).sum())
+    assert err == pytest.approx(_brute_force_ternary(w), rel=1e-10, abs=1e-12)
+    assert float(wq.ternary_exact_residual(w)) == pytest.approx(err, rel=1e-9, abs=1e-12)
+    assert q.unique().numel() <= 3
+
+
+def test_ternary_exact_enumeration_of_all_ternary_patterns_small_n():
+    # Independent oracle: every s ∈ {−1, 0, 1}^n with its best α = ⟨w, s⟩/‖s‖².
+    w = torch.tensor([0.9, -0.05, 0.4, -0.7, 0.2, 0.0], dtype=torch.float64)
+    best = float(w.pow(2).sum())
+    for s in itertools.product((-1.0, 0.0, 1.0), repeat=w.numel()):
+        s = torch.tensor(s, dtype=torch.float64)
+        if s.abs().sum() == 0:
+            continue
+        alpha = (w * s).sum() / s.pow(2).sum()
+        best = min(best, float((w - alpha * s).pow(2).sum()))
+    assert float((w - wq.ternary_exact(w)).pow(2).sum()) == pytest.approx(best, abs=1e-12)
+
+
+def test_ternary_exact_gaussian_statistics():
+    # Spec §1 [checked]: on N(0,1) the optimal threshold ≈ 0.765·mean|w|, relative error 0.1916 vs TWN's 0.1930.
+    w = torch.randn(400_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    q = wq.ternary_exact(w)
+    thr = w.abs()[q != 0].min() / w.abs().mean()
+    rel = (w - q).pow(2).sum() / w.pow(2).sum()
+    rel_twn = (w - wq.ternary_twn(w)).pow(2).sum() / w.pow(2).sum()
+    assert float(thr) == pytest.approx(0.765, abs=0.01)
+    assert float(rel) == pytest.approx(0.1916, abs=0.002)
+    assert float(rel_twn) == pytest.approx(0.1930, abs=0.002)
+    assert rel < rel_twn
+
+
+def test_binary_is_l2_projection(gen):
+    w = torch.randn(9, generator=gen, dtype=torch.float64)
+    q = wq.binary(w)
+    err = float((w - q).pow(2).sum())
+    # Oracle: every sign pattern with its optimal δ = ⟨w, s⟩/n (δ > 0).
+    best = min(
+        float((w - max(float((w * s).sum()) / 9, 0.0) * s).pow(2).sum())
+        for s in (torch.tensor(p, dtype=torch.float64) for p in itertools.product((-1.0, 1.0), repeat=9))
+    )
+    assert err == pytest.approx(best, abs=1e-12)
+    assert torch.allclose(q.abs(), w.abs().mean().expand_as(q))
+
+
+def test_binary_sign_of_zero_is_plus():
+    q = wq.binary(torch.tensor([0.0, -1.0, 1.0]))
+    assert q[0] > 0
+
+
+def test_twn_scale_differs_from_code_variant(gen):
+    w = torch.randn(1000, generator=gen)
+    twn, code = wq.ternary_twn(w), wq.ternary_twn(w, bcgd_code_scale=True)
+    mask = w.abs() >= 0.7 * w.abs().mean()
+    assert torch.equal(twn != 0, mask) and torch.equal(code != 0, mask)
+    s_twn, s_code = twn.abs().max(), code.abs().max()
+    assert float(s_twn) == pytest.approx(float(w.abs()[mask].mean()), rel=1e-6)  # divides by |I|
+    assert float(s_code) == pytest.approx(float(w.abs()[mask].sum() / w.numel()), rel=1e-6)  # divides by n
+    assert s_code < s_twn
+
+
+@pytest.mark.parametrize("bits", [3, 4, 5])
+@pytest.mark.parametrize("c", [0.5, 0.75, 1.0])
+def test_pow2_nearest_level_for_its_alpha(bits, c, gen):
+    w = torch.randn(500, generator=gen, dtype=torch.float64)
+    q = wq.pow2(w, bits, c=c)
+    alpha = c * w.abs().max()
+    n = 2 ** (bits - 1) - 1
+    unit = [0.0] + [2.0 ** (-j) for j in range(n)]
+    levels = torch.tensor(sorted({s * u for u in unit for s in (1, -1)}), dtype=torch.float64) * alpha
+    nearest_dist = (w[:, None] - levels[None, :]).abs().min(dim=1).values
+    assert torch.allclose((w - q).abs(), nearest_dist, atol=1e-12)
+    assert q.unique().numel() <= 2**bits - 1
+    assert levels.numel() == 2**bits - 1
+
+
+def test_pow2_refit_does_not_increase_error(gen):
+    w = torch.randn(2000, generator=gen, dtype=torch.float64)
+    e0 = (w - wq.pow2(w, 3, c=0.75)).pow(2).sum()
+    e2 = (w - wq.pow2(w, 3, c=0.75, refits=2)).pow(2).sum()
+    assert e2 <= e0 + 1e-9
+
+
+def test_bcgd_4bit_matches_spec_formula(gen):
+    w = torch.randn(300, generator=gen, dtype=torch.float64)
+    q = wq.bcgd_4bit(w)
+    # Spec §1, written out independently in numpy.
+    a = w.abs().numpy()
+    delta = a.max() / 15
+    k = (a / (2 * delta)).round().clip(0, 7)
+    s = (a * k).sum() / (k * k).sum()
+    expected = s * k * torch.sign(w).numpy()
+    assert torch.allclose(q, torch.from_numpy(expected), atol=1e-12)
+    assert q.unique().numel() <= 15
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_uniform_grid(bits, gen):
+    w = torch.randn(1000, generator=gen, dtype=torch.float64)
+    q = wq.uniform(w, bits)
+    L = 2 ** (bits - 1) - 1
+    s = w.abs().max() / L
+    codes = q / s
+    assert torch.allclose(codes, codes.round(), atol=1e-9)
+    assert codes.abs().max() <= L + 1e-9
+    assert ((w - q).abs() <= s / 2 + 1e-12).all()  # round to nearest inside the range
+    assert q.unique().numel() <= 2**bits - 1
+
+
+@pytest.mark.parametrize("fn,bits", [(wq.uniform, 1), (wq.pow2, 2), (wq.pow2, 1)])
+def test_unsupported_bits_raise_one_line(fn, bits):
+    with pytest.raises(BitsError) as exc:
+        fn(torch.randn(4), bits)
+    assert "\n" not in str(exc.value) and "bits" in str(exc.value)
+
+
+def test_straight_through_gradient_and_cancellation():
+    w = torch.tensor([-2.0, -0.5, 0.3, 1.5], requires_grad=True)
+    p = wq.StraightThroughWeight(wq.binary, 2, cancel_outside=1.0)
+    q = p(w)
+    assert torch.equal(q, wq.binary(w.detach()))
+    q.backward(torch.tensor([1.0, 2.0, 3.0, 4.0]))
+    assert w.grad.tolist() == [0.0, 2.0, 3.0, 0.0]
+    w.grad = None
+    wq.StraightThroughWeight(wq.binary, 2)(w).backward(torch.ones(4))
+    assert w.grad.tolist() == [1.0, 1.0, 1.0, 1.0]
+
+
+def test_hard_reuses_forward_value_until_latent_changes():
+    w = torch.nn.Parameter(torch.randn(5))
+    p = wq.StraightThroughWeight(wq.binary, 2)
+    q = p(w)
+    assert p.hard(w) is p._cache[2]
+    with torch.no_grad():
+        w.mul_(3.0)
+    assert torch.allclose(p.hard(w), wq.binary(w.detach()))
+    assert not torch.allclose(p.hard(w), q.detach())
+
+
+def test_level_codes_are_scale_free():
+    q = torch.tensor([0.0, 0.25, -0.5, 1.0])
+    assert wq.level_codes(q).tolist() == wq.level_codes(q * 7.3).tolist() == [0, 1, -2, 4]

@@ -52,8 +52,10 @@ class BCGD(QuantReLUMethod):
         return wq.StraightThroughWeight(fn, wq.num_levels(bits))
 
     def rho_at(self, epoch: int) -> float:
-        # The code updates ρ once per epoch after the first: ρ_e = min(rate^e·ρ_0, ρ_max).
-        return min(float(self.hp.rho) * float(self.hp.rho_rate) ** epoch, float(self.hp.rho_max))
+        # The code uses ρ_0 as given in the first epoch, then updates ρ ← min(rate·ρ, ρ_max) after each epoch:
+        # ρ_e = min(rate^e·ρ_0, ρ_max) for e ≥ 1.
+        rho = float(self.hp.rho)
+        return rho if epoch == 0 else min(rho * float(self.hp.rho_rate) ** epoch, float(self.hp.rho_max))
 
     def on_epoch_start(self, model, epoch, epochs):
         self.rho_t = self.rho_at(epoch)

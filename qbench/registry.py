@@ -83,8 +83,13 @@ def _load_entry_points() -> None:
                 f"entry point '{ep.name} = {ep.value}' (group {ENTRY_POINT_GROUP}) failed to import: "
                 f"{type(exc).__name__}: {exc}; fix or uninstall that package"
             ) from exc
-        if isinstance(obj, type) and obj not in _registry.values():
-            register_method(ep.name)(obj)
+        # "name = pkg.module" imports a module whose decorators register its methods; "name = pkg.module:Cls" names
+        # a class, registered under the entry-point name (also when its decorator registered another name).
+        if isinstance(obj, type) and ep.name.lower() not in _registry:
+            if obj in _registry.values():
+                _registry[ep.name.lower()] = obj
+            else:
+                register_method(ep.name)(obj)
 
 
 def _ensure_loaded() -> None:

@@ -164,7 +164,7 @@ class QuantReLU(nn.Module):
                                   self.alpha_grad_scale, self.alpha_grad_clip)
 
     def extra_repr(self) -> str:
-        return (f"bits={self.bits}, estimator={self.estimator}, alpha={float(self.alpha):.4g}, "
+        return (f"bits={self.bits}, estimator={self.estimator}, alpha={float(self.alpha.detach()):.4g}, "
                 f"learn_alpha={self.learn_alpha}" + (f", alpha_grad={self.alpha_grad}" if self.learn_alpha else ""))
 
 
@@ -178,7 +178,7 @@ def aqe_h(a: Tensor, bits: int, ternary_delta: float = 0.5) -> Tensor:
         return torch.where(a.abs() <= ternary_delta, torch.zeros_like(a), torch.sign(a))
     levels = pow2_unit_levels(bits, a.device, a.dtype)
     mids = (levels[1:] + levels[:-1]) / 2
-    return levels[torch.bucketize(a.abs(), mids, right=True)] * torch.sign(a)
+    return levels[torch.bucketize(a.abs().contiguous(), mids, right=True)] * torch.sign(a)
 
 
 class _AQEFn(torch.autograd.Function):

@@ -108,7 +108,7 @@ def pow2_unit_levels(bits: int, device=None, dtype=torch.float32) -> Tensor:
 def _nearest_unit_level(u: Tensor, levels: Tensor) -> Tensor:
     """Nearest point of a sorted level set for non-negative u, with midpoints as thresholds (ties go up)."""
     mids = (levels[1:] + levels[:-1]) / 2
-    idx = torch.bucketize(u, mids, right=True)
+    idx = torch.bucketize(u.contiguous(), mids, right=True)
     return levels[idx]
 
 

@@ -113,7 +113,7 @@ def train_step(model: nn.Module, method, optimizer, x: torch.Tensor, y: torch.Te
         logits = model(x)
         loss = criterion(logits, y)
     if not torch.isfinite(loss):
-        raise Diverged(f"loss became {float(loss)}")
+        raise Diverged(f"loss became {float(loss.detach())}")
     if scaler is not None:
         scaler.scale(loss).backward()
         if grad_clip:

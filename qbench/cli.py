@@ -1,0 +1,201 @@
+"""The ``qbench`` command: run, tune, report, bench, list, show.
+
+Everything after the subcommand that looks like ``key=value`` is a config override (``qbench run suite=quickstart
+train.epochs=1 seeds=[0]``). User errors print one line and exit with status 2; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import QbenchError
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qbench", description="Benchmark for training quantized neural networks.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for user errors too")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_overrides(p):
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="suite=<name> and config overrides, e.g. train.epochs=3 bits=[W1A4] seeds=[0,1]")
+        p.add_argument("--plugin", action="append", default=[], metavar="FILE.py",
+                       help="load a method plugin file (repeatable); same as plugins=[FILE.py]")
+        return p
+
+    run = with_overrides(sub.add_parser("run", help="train every cell of a suite and write run records"))
+    run.add_argument("--from", dest="from_file", metavar="CONFIG.yaml", help="reproduce a run from its config.yaml")
+    run.add_argument("--fresh", action="store_true", help="re-run cells that are already complete (default: skip)")
+    run.add_argument("--resume", action="store_true", default=True,
+                     help="continue killed cells from their last checkpoint (the default)")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+    tune = with_overrides(sub.add_parser("tune", help="equal-budget Optuna tuning of each method of a suite"))
+    tune.add_argument("--no-progress", action="store_true")
+
+    report = with_overrides(sub.add_parser("report", help="write leaderboards (md/csv/html/tex) and plots"))
+    report.add_argument("--where", action="append", default=[], metavar="key=value", help="filter runs")
+    report.add_argument("--format", dest="formats", action="append", choices=["md", "csv", "html", "tex"],
+                        help="output format (repeatable; default all)")
+    report.add_argument("--out", metavar="DIR", help="output folder (default <results_dir>/leaderboards)")
+    report.add_argument("--no-plots", action="store_true")
+
+    bench = with_overrides(sub.add_parser("bench", help="measure train/inference throughput, FP vs every method"))
+    del bench
+
+    lst = sub.add_parser("list", help="list methods, suites or models")
+    lst.add_argument("what", choices=["methods", "suites", "models"])
+    lst.add_argument("pattern", nargs="?", help="fnmatch filter, e.g. '*ste*'")
+    lst.add_argument("--plugin", action="append", default=[], metavar="FILE.py")
+
+    show = with_overrides(sub.add_parser("show", help="print the resolved config of a suite"))
+    del show
+    return parser
+
+
+def _load(args):
+    from .config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "plugin", None):
+        overrides.append(f"plugins=[{','.join(str(Path(p)) for p in args.plugin)}]")
+    return load_config(None, overrides, from_file=getattr(args, "from_file", None))
+
+
+def _cmd_run(args) -> int:
+    from .runner import run_suite
+
+    cfg = _load(args)
+    if args.from_file:
+        _apply_from(cfg, args.from_file)
+    tuned_params = None
+    if cfg.tuned:
+        from .tune import tuned_overrides
+
+        tuned_params = lambda cell: tuned_overrides(cfg, cell)  # noqa: E731
+    outcome = run_suite(cfg, resume=not args.fresh, progress=not args.no_progress, tuned_params=tuned_params)
+    if outcome.skipped:
+        print(f"skipped {len(outcome.skipped)} complete cell(s) (use --fresh to re-run them)")
+    _print_summary(cfg)
+    return 1 if outcome.failed else 0
+
+
+def _apply_from(cfg, from_file) -> None:
+    """`--from run/config.yaml`: the saved config already names its one cell; results go beside the original."""
+    from omegaconf import OmegaConf
+
+    saved = OmegaConf.load(from_file)
+    if "cell" in saved:
+        cell = saved.cell
+        cfg.methods, cfg.bits, cfg.seeds, cfg.policies = [cell.method], [cell.bits], [cell.seed], [cell.policy]
+        cfg.model.archs = [cell.arch]
+
+
+def _print_summary(cfg) -> None:
+    from .leaderboard import build_leaderboard, load_runs
+
+    try:
+        runs = load_runs(cfg.results_dir, cfg.name)
+    except QbenchError:
+        return
+    board = build_leaderboard(runs, suite=cfg.name)
+    print()
+    print(f"{cfg.name}: test top-1 (%), mean ± std over seeds  [results in {Path(cfg.results_dir) / cfg.name}]")
+    print(board.table.to_markdown(index=False))
+
+
+def _cmd_tune(args) -> int:
+    from .tune import tune_suite
+
+    cfg = _load(args)
+    tune_suite(cfg, progress=not args.no_progress)
+    return 0
+
+
+def _cmd_report(args) -> int:
+    from .leaderboard import report
+
+    cfg = _load(args)
+    paths = report(cfg.name, results_dir=cfg.results_dir, out_dir=args.out, where=args.where or None,
+                   formats=args.formats, plots=not args.no_plots)
+    for p in paths:
+        print(p)
+    md = [p for p in paths if str(p).endswith(".md")]
+    if md:
+        print()
+        print(Path(md[0]).read_text())
+    return 0
+
+
+def _cmd_bench(args) -> int:
+    from .bench import bench_suite
+
+    cfg = _load(args)
+    bench_suite(cfg)
+    return 0
+
+
+def _cmd_list(args) -> int:
+    if args.what == "methods":
+        from .registry import get_method_class, list_methods, load_plugin
+
+        for plugin in args.plugin:
+            load_plugin(plugin)
+        by_family: dict[str, list] = {}
+        for name in list_methods(args.pattern):
+            cls = get_method_class(name)
+            by_family.setdefault(cls.family, []).append(cls)
+        for family in sorted(by_family):
+            print(f"== {family} ==")
+            for cls in by_family[family]:
+                print(cls.describe())
+            print()
+    elif args.what == "suites":
+        from .config import list_suites
+
+        for name, desc in list_suites():
+            print(f"{name:28s} {desc}")
+    else:
+        import fnmatch
+
+        import timm
+
+        from .models import ARCHS
+
+        for name in sorted(ARCHS):
+            if not args.pattern or fnmatch.fnmatch(name, args.pattern):
+                print(name)
+        print(f"(plus every timm model: {len(timm.list_models())} names; `timm.list_models(pattern)`)")
+    return 0
+
+
+def _cmd_show(args) -> int:
+    from .config import to_yaml
+
+    print(to_yaml(_load(args)), end="")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler = {"run": _cmd_run, "tune": _cmd_tune, "report": _cmd_report, "bench": _cmd_bench, "list": _cmd_list,
+               "show": _cmd_show}[args.command]
+    try:
+        return handler(args)
+    except QbenchError as exc:
+        if args.debug:
+            raise
+        print(f"qbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qbench: interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -98,6 +98,9 @@ class TuneConfig:
     recipe_space: Dict[str, Any] = field(default_factory=dict)  # shared recipe keys opened to tuning
     timeout: Optional[float] = None  # seconds per study and worker
     seed_for_trials: int = 0  # training seed of every trial
+    heartbeat_interval: int = 60  # RDB storages: seconds between a running trial's heartbeats
+    grace_period: Optional[int] = None  # RDB: a trial with no heartbeat for this long is failed (default 2×interval)
+    max_retry: int = 3  # a trial whose worker died is re-queued with the same parameters at most this often
 
 
 @dataclass

@@ -67,6 +67,7 @@ def _load(args):
 
 
 def _cmd_run(args) -> int:
+    from .distributed import is_main, session
     from .runner import run_suite
 
     cfg = _load(args)
@@ -77,7 +78,12 @@ def _cmd_run(args) -> int:
         from .tune import tuned_overrides
 
         tuned_params = lambda cell: tuned_overrides(cfg, cell)  # noqa: E731
-    outcome = run_suite(cfg, resume=not args.fresh, progress=not args.no_progress, tuned_params=tuned_params)
+    # Under torchrun (WORLD_SIZE > 1): one process group for the suite; only rank 0 prints (qbench.distributed).
+    with session(cfg.train.device):
+        outcome = run_suite(cfg, resume=not args.fresh, progress=not args.no_progress, tuned_params=tuned_params,
+                            log=print if is_main() else (lambda _msg: None))
+    if not is_main():
+        return 1 if outcome.failed else 0
     if outcome.skipped:
         print(f"skipped {len(outcome.skipped)} complete cell(s) (use --fresh to re-run them)")
     _print_summary(cfg)

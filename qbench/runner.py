@@ -285,6 +285,7 @@ def run_suite(cfg, *, resume: bool = True, progress: bool = True, log: Callable[
         from .theory_suite import run_theory_suite_records
 
         return run_theory_suite_records(cfg, resume=resume, log=log)
+    from .distributed import broadcast_object
     from .registry import create_method, load_plugin
 
     for plugin in cfg.plugins:
@@ -299,10 +300,14 @@ def run_suite(cfg, *, resume: bool = True, progress: bool = True, log: Callable[
     suite_dir = Path(cfg.results_dir) / cfg.name
     cells = plan_cells(cfg)
     outcome = SuiteRun()
-    rank, _, _ = _distributed()
+    rank, world, _ = _distributed()
+    if cfg.data.batch_size % world:
+        raise QbenchError(f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by the "
+                          f"{world} processes of this torchrun job")
     for index, cell in enumerate(cells, 1):
         run_dir = suite_dir / cell.run_id
-        previous = load_result(run_dir)
+        # Rank 0's view decides under torchrun, so every rank runs the same cells (qbench.distributed).
+        previous = broadcast_object(load_result(run_dir) if rank == 0 else None)
         if resume and previous and previous.get("status") in FINISHED:
             outcome.skipped.append(cell.run_id)
             continue

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .diagnostics import RecurrenceTracker
+from .distributed import load_on_main, unwrap
 from .errors import ConfigError
 from .results import atomic_write_bytes, read_jsonl, write_jsonl
 
@@ -216,9 +217,11 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
     run_dir = Path(run_dir) if run_dir is not None else None
     writer = run_dir is not None and rank == 0
 
-    if run_dir is not None and resume and (run_dir / CHECKPOINT).exists():
-        state = torch.load(run_dir / CHECKPOINT, map_location=device, weights_only=False)
-        model.load_state_dict(state["model"])
+    # Rank 0 reads the checkpoint and broadcasts it (qbench.distributed): every rank agrees whether to resume.
+    state = load_on_main(run_dir / CHECKPOINT, map_location=device) if run_dir is not None and resume else None
+    if state is not None:
+        torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state["model"], "module.")
+        unwrap(model).load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if scaler is not None and state.get("scaler"):
@@ -279,7 +282,7 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
         if writer:
             write_jsonl(run_dir / METRICS, history)
             _save_checkpoint(run_dir / CHECKPOINT, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "epoch": epoch, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                 "tracker": tracker.state_dict(), "wall_time_s": row["wall_time_s"]})
         if epoch_callback is not None:

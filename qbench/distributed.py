@@ -108,11 +108,11 @@ def teardown() -> None:
 def session(device: str = "auto") -> Iterator[bool]:
     """``with session(cfg.train.device): ...`` — the process group for the block when under torchrun."""
     created = init(device)
-    try:
-        yield created
-    finally:
-        if created:
-            teardown()
+    # On an exception the group is left to the process exit: a barrier (or NCCL's destroy) could wait forever for a
+    # peer that is stuck in a collective, while exiting makes the peers' collectives fail and torchrun stop the job.
+    yield created
+    if created:
+        teardown()
 
 
 def barrier() -> None:

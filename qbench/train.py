@@ -270,10 +270,12 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
                "wall_time_s": time.perf_counter() - t_start}
         # Recurrence diagnostics (spec §6): the loss at Q(w_t) is measured with hard quantizers on a fixed slice
         # of the training set (the first few batches of a sequential pass), so consecutive epochs are comparable.
+        # Under torchrun the loader's batch is the per-rank one: world_size times as many batches keep the slice
+        # (diag_batches global batches) the same as in one process.
         diag_batches = int(_get(cfg, "diag_batches", 4) or 0)
         if diag_batches and getattr(model, "qbench_info", None) is not None and model.qbench_info.layers:
             loss_q = evaluate(model, _diag_loader(train_loader), device, amp_dtype=amp_dtype,
-                              channels_last=channels_last, max_batches=diag_batches)["loss"]
+                              channels_last=channels_last, max_batches=diag_batches * world_size)["loss"]
             row.update(tracker.update(model, loss_q))
         history.append(row)
         if progress and rank == 0:

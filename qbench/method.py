@@ -49,8 +49,12 @@ class Method:
     hparams: ClassVar[dict[str, HParam]] = {}
     #: activation module types replaced by :meth:`activation_quantizer` (ReLU-family by default, spec §2 placement)
     activation_types: ClassVar[tuple[type[nn.Module], ...]] = (nn.ReLU, nn.ReLU6)
-    #: weight bit-widths the method supports (None: any)
+    #: weight bit-widths the method supports (None: any; 32 = float weights is always allowed)
     weight_bits: ClassVar[tuple[int, ...] | None] = None
+    #: activation bit-widths the method supports (None: any; 32 = float activations is always allowed). A method
+    #: whose :meth:`activation_quantizer` returns None (a weight-only method) sets ``(32,)``, so W1A1 is refused
+    #: rather than silently run with float activations.
+    activation_bits: ClassVar[tuple[int, ...] | None] = None
     #: the layer policy the method's paper used, for the docs (the suite decides what is run)
     paper_policy: ClassVar[str] = ""
 
@@ -72,6 +76,24 @@ class Method:
         self.hp = _Namespace(values)
 
     # ----------------------------------------------------------------------------------------------- quantizers
+    @classmethod
+    def unsupported_bits(cls, bits) -> str | None:
+        """Why ``bits`` (a :class:`~qbench.bits.Bits`) is outside what the method supports, or None when it is not.
+        Suites skip such cells (a zoo suite lists W1A1…W4A4 for every method); :func:`quantize_model` refuses them."""
+        if cls.weight_bits is not None and bits.weight < 32 and bits.weight not in cls.weight_bits:
+            supported = ", ".join(f"W{b}" for b in cls.weight_bits)
+            return f"method '{cls.name}' supports {supported} weights (got W{bits.weight}); W32 keeps float weights"
+        if cls.activation_bits is not None and bits.act < 32 and bits.act not in cls.activation_bits:
+            supported = ", ".join(f"A{b}" for b in cls.activation_bits if b < 32)
+            what = f"supports {supported} activations" if supported else "quantizes weights only"
+            return f"method '{cls.name}' {what} (got A{bits.act}); A32 keeps float activations"
+        return None
+
+    def check_bits(self, bits) -> None:
+        reason = self.unsupported_bits(bits)
+        if reason:
+            raise BitsError(reason)
+
     def check_weight_bits(self, bits: int) -> None:
         if self.weight_bits is not None and bits not in self.weight_bits and bits < 32:
             supported = ", ".join(f"W{b}" for b in self.weight_bits)

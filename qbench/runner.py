@@ -59,19 +59,34 @@ def parse_method_spec(spec: str, method_hparams: dict | None = None) -> tuple[st
     return base, hparams
 
 
-def plan_cells(cfg) -> list[Cell]:
-    """All cells of a suite in a fixed order; FP runs once per arch and seed at W32A32 (its policy is moot)."""
+def plan_cells(cfg, *, on_unsupported: Callable[[str], None] | None = None) -> list[Cell]:
+    """All cells of a suite in a fixed order; FP runs once per arch and seed at W32A32 (its policy is moot).
+
+    A (method, bit-width) pair outside what the method supports (``Method.unsupported_bits``: e.g. a weight-only
+    method at W1A1) is left out, with the reason passed to ``on_unsupported``: a zoo suite names one list of
+    bit-widths for every method."""
     from .bits import parse_bits
+    from .registry import get_method_class
 
     cells: list[Cell] = []
     for method in cfg.methods:
+        try:
+            method_class = get_method_class(parse_method_spec(method, None)[0])
+        except QbenchError:
+            method_class = None  # an unknown method fails with its own one-line error where it is created
         for arch in cfg.model.archs:
             if method == "fp":
                 for seed in cfg.seeds:
                     cells.append(Cell("fp", arch, FP_BITS, "fp", int(seed), bool(cfg.tuned)))
                 continue
+            for bits in cfg.bits:
+                reason = method_class.unsupported_bits(parse_bits(bits)) if method_class else None
+                if reason and on_unsupported is not None and arch == cfg.model.archs[0]:
+                    on_unsupported(f"{method} {parse_bits(bits)}: left out, {reason}")
             for policy in cfg.policies:
                 for bits in cfg.bits:
+                    if method_class and method_class.unsupported_bits(parse_bits(bits)):
+                        continue
                     for seed in cfg.seeds:
                         cells.append(Cell(method, arch, str(parse_bits(bits)), policy, int(seed), bool(cfg.tuned)))
     if cfg.shard:
@@ -298,7 +313,7 @@ def run_suite(cfg, *, resume: bool = True, progress: bool = True, log: Callable[
     # A missing or malformed dataset root is a config error for the whole suite: one line, before any cell runs.
     _datasets(to_dict(cfg)["data"])
     suite_dir = Path(cfg.results_dir) / cfg.name
-    cells = plan_cells(cfg)
+    cells = plan_cells(cfg, on_unsupported=log)
     outcome = SuiteRun()
     rank, world, _ = _distributed()
     if cfg.data.batch_size % world:

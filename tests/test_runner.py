@@ -121,3 +121,22 @@ def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     res_rows = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["train_loss"] for r in res_rows] == pytest.approx(
         [json.loads(r)["train_loss"] for r in ref_rows], rel=1e-6)
+
+
+def test_unsupported_bits_are_left_out_of_the_plan_with_the_reason():
+    """A weight-only method (activation_bits=(32,)) at W1A1 is not run with float activations under a W1A1 label."""
+    from qbench.bits import parse_bits
+    from qbench.errors import BitsError
+    from qbench.registry import get_method_class
+
+    cfg = load_config("quickstart", ["methods=[fp,ste,bcgd]", "bits=[W1A4,W3A4]", "seeds=[0]"])
+    reasons: list[str] = []
+    ids = [c.run_id for c in plan_cells(cfg, on_unsupported=reasons.append)]
+    # bcgd supports W1, W2, W4 only (spec §3): its W3A4 cell is left out, ste's is kept.
+    assert "bcgd_lenet5_W3A4_fp_s0" not in ids and "ste_lenet5_W3A4_fp_s0" in ids and "bcgd_lenet5_W1A4_fp_s0" in ids
+    assert len(reasons) == 1 and reasons[0].startswith("bcgd W3A4: left out") and "W1, W2, W4" in reasons[0]
+    weight_only = type("WeightOnly", (get_method_class("ste"),), {"name": "weight_only", "activation_bits": (32,)})
+    assert weight_only.unsupported_bits(parse_bits("W1A32")) is None
+    assert "quantizes weights only" in weight_only.unsupported_bits(parse_bits("W1A1"))
+    with pytest.raises(BitsError, match="A32 keeps float activations"):
+        weight_only().check_bits(parse_bits("W1A1"))

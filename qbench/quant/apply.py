@@ -200,7 +200,7 @@ def quantize_model(model: nn.Module, method, bits: str | Bits = "W1A4", policy: 
         raise ConfigError(f"unknown layer policy '{policy}'; choose one of {', '.join(POLICIES)}")
     if getattr(model, "qbench_info", None) is not None:
         raise QbenchError("this model is already quantized; build a fresh model to quantize it again")
-    method.check_weight_bits(bits.weight)
+    method.check_bits(bits)
 
     first, last = first_last_layers(model)
     keep_float = set(first) | set(last) if policy == "fp" else set()

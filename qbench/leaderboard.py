@@ -50,6 +50,7 @@ __all__ = [
     "DEFAULT_FORMATS",
     "load_runs",
     "load_bench",
+    "load_tuning",
     "parse_where",
     "filter_runs",
     "Leaderboard",
@@ -299,6 +300,18 @@ def load_bench(results_dir: str | Path, suite: str) -> pd.DataFrame:
     bench["method"] = bench["method"].astype(str).str.lower()
     keys = [c for c in ("method", "arch", "bits", *_BENCH_SETTING_KEYS) if c in bench]
     return bench.drop_duplicates(subset=keys, keep="last").reset_index(drop=True)
+
+
+def load_tuning(results_dir: str | Path, suite: str) -> pd.DataFrame:
+    """The study summaries ``results_dir/<suite>/tuning/<study>.json`` written by ``qbench tune`` (one row per study:
+    method, arch, bits, policy, finished trials, epochs per trial, CPU and GPU hours); empty when none exist."""
+    tuning_dir = Path(results_dir) / suite / "tuning"
+    rows = []
+    for path in sorted(tuning_dir.glob("*.json")) if tuning_dir.is_dir() else []:
+        content = _read_json(path)
+        if isinstance(content, dict) and "study" in content and "method" in content:
+            rows.append(content)
+    return pd.DataFrame.from_records(rows)
 
 
 # ----------------------------------------------------------------------------------------------------------- filters
@@ -587,6 +600,7 @@ def build_leaderboard(
     bootstrap_seed: int = 0,
     decimals: int = 2,
     suite: str | None = None,
+    tuning: pd.DataFrame | None = None,
 ) -> Leaderboard:
     """Aggregate runs into a leaderboard.
 
@@ -602,6 +616,7 @@ def build_leaderboard(
         n_bootstrap, bootstrap_seed: seed resamples for rank stability (0 disables it).
         decimals: digits shown in the text tables (the CSV keeps full precision).
         suite: the name in titles and the CSV; default: the suites of the runs.
+        tuning: study summaries from :func:`load_tuning`; tuned rows get what their tuning cost (trials, CPU/GPU-h).
     """
     runs = filter_runs(df, where)
     if runs.empty:
@@ -646,6 +661,7 @@ def build_leaderboard(
         for (label, col), group in runs.groupby(["_label", "_column"], sort=True)
     ]
     bench_labels = _merge_bench(cell_rows, bench)
+    _merge_tuning(cell_rows, tuning)
     _assign_ranks(cell_rows, n_bootstrap, bootstrap_seed)
     labels, mean_rank = _order_labels(cell_rows)
 
@@ -815,6 +831,29 @@ def _merge_bench(cell_rows: list[dict], bench: pd.DataFrame | None) -> list[str]
     return sorted(labels)
 
 
+def _merge_tuning(cell_rows: list[dict], tuning: pd.DataFrame | None) -> None:
+    """Give each tuned row the cost of the study that tuned it: ``tune_trials`` (finished: complete + pruned),
+    ``tune_epochs_per_trial``, ``tune_cpu_hours``, ``tune_gpu_hours``. The budget is part of the result (issue: equal
+    budgets made visible), so a tuned row without its study summary shows "—" rather than a guess."""
+    if tuning is None or tuning.empty:
+        return
+    studies = {}
+    for _, study in tuning.iterrows():
+        base = str(study["method"]).partition(":")[0].lower()
+        studies.setdefault((base, str(study.get("arch")), str(study.get("bits")), str(study.get("policy"))), []).append(study)
+    for row in cell_rows:
+        if not row["tuned"]:
+            continue
+        matches = studies.get((row["method_name"], row["arch"], row["bits"], str(row["policy"])), [])
+        if not matches:
+            continue
+        # Several variants of one method (ste:estimator=identity, ste:estimator=relu) tuned in one column: their costs add.
+        row["tune_trials"] = sum(int(m.get("trials_finished") or 0) for m in matches)
+        row["tune_epochs_per_trial"] = int(matches[0].get("epochs_per_trial") or 0)
+        row["tune_cpu_hours"] = sum(float(m.get("cpu_hours") or 0.0) for m in matches)
+        row["tune_gpu_hours"] = sum(float(m.get("gpu_hours") or 0.0) for m in matches)
+
+
 def _assign_ranks(cell_rows: list[dict], n_bootstrap: int, bootstrap_seed: int) -> None:
     """Rank (1 = best mean) and bootstrap rank stability of each cell within its column."""
     by_column: dict[_Column, list[dict]] = {}
@@ -958,6 +997,15 @@ def _cost_table(cell_rows, labels, columns, vary_dataset, vary_policy, bench_lab
     if any(not _is_missing(v) for v in sizes):
         data["model size"] = ["—" if _is_missing(v) else _fmt_size(v) for v in sizes]
         best["model size"] = [False] * len(rows)  # FP is biggest by construction; "smallest" says nothing
+    if any("tune_trials" in r for r in rows):
+        # What tuning cost, next to what it bought; CPU and GPU hours never share a column.
+        data["tuning trials"] = [f"{r['tune_trials']} × {r['tune_epochs_per_trial']} ep" if "tune_trials" in r
+                                 else "—" for r in rows]
+        best["tuning trials"] = [False] * len(rows)
+        for kind, label in (("cpu", "tuning CPU-h"), ("gpu", "tuning GPU-h")):
+            if any(r.get(f"tune_{kind}_hours") for r in rows):
+                data[label] = [f"{r[f'tune_{kind}_hours']:.3f}" if "tune_trials" in r else "—" for r in rows]
+                best[label] = [False] * len(rows)
     return pd.DataFrame(data), pd.DataFrame(best)
 
 
@@ -1173,7 +1221,7 @@ def report(
     bench = load_bench(results_dir, suite)
     paths = write_leaderboard(
         runs, out_dir, suite, formats=tuple(formats or DEFAULT_FORMATS), where=where, bench=bench, metric=metric,
-        target=target, target_drop=target_drop,
+        target=target, target_drop=target_drop, tuning=load_tuning(results_dir, suite),
     )
     if plots:
         from .plots import write_plots

@@ -629,14 +629,16 @@ def create_model(arch: str, *, num_classes: int, in_chans: int, input_size: tupl
             kwargs.setdefault("img_size", size[1:])
     try:
         model = timm.create_model(arch, pretrained=pretrained, num_classes=num_classes, in_chans=in_chans, **kwargs)
-    except TypeError as exc:
-        raise QbenchError(f"{arch}: {_first_line(exc)}; remove the unsupported model option") from None
-    except ValueError as exc:
-        raise QbenchError(f"{arch}: {_first_line(exc)}") from None
-    except RuntimeError as exc:
-        if "No pretrained weights exist" not in str(exc):
-            raise
-        raise QbenchError(f"{arch} has no pretrained weights; set model.pretrained=false") from None
+    except Exception as exc:  # noqa: BLE001 - re-raised below unless it is a failed weight download
+        if pretrained and _is_download_failure(exc):
+            # Without network (a compute node, this project's CI) timm's hub download fails deep in requests or
+            # huggingface_hub; say what to do instead of a 40-line traceback per cell.
+            raise QbenchError(
+                f"{arch}: timm's pretrained weights could not be fetched ({type(exc).__name__}: {_first_line(exc)}); "
+                "run once where the network is reachable (they are cached under ~/.cache/huggingface) or set "
+                "model.pretrained=false model.checkpoint=/path/to/weights.pth"
+            ) from None
+        _raise_model_error(arch, exc)
     if adapt_32px:
         model = adapt_to_32px(model)
     if input_size is not None:
@@ -646,6 +648,25 @@ def create_model(arch: str, *, num_classes: int, in_chans: int, input_size: tupl
     if checkpoint:
         load_checkpoint(model, checkpoint)
     return model
+
+
+_DOWNLOAD_ERROR_NAMES = ("EntryNotFound", "OfflineMode", "HTTPError", "ConnectionError", "Timeout", "URLError")
+
+
+def _is_download_failure(exc: BaseException) -> bool:
+    """A network or hub-cache failure while fetching pretrained weights (OSError covers requests' and urllib's)."""
+    return isinstance(exc, OSError) or any(n in type(exc).__name__ for n in _DOWNLOAD_ERROR_NAMES)
+
+
+def _raise_model_error(arch: str, exc: Exception) -> None:
+    """One line for the errors a user can fix from the config; anything else propagates as it is."""
+    if isinstance(exc, TypeError):
+        raise QbenchError(f"{arch}: {_first_line(exc)}; remove the unsupported model option") from None
+    if isinstance(exc, ValueError):
+        raise QbenchError(f"{arch}: {_first_line(exc)}") from None
+    if isinstance(exc, RuntimeError) and "No pretrained weights exist" in str(exc):
+        raise QbenchError(f"{arch} has no pretrained weights; set model.pretrained=false") from None
+    raise exc
 
 
 _WRAPPER_KEYS = ("state_dict", "model", "model_state_dict", "module")

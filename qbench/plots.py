@@ -132,16 +132,7 @@ def plot_curves(source: Any, path: str | Path, *, title: str | None = None) -> P
             epochs, values = _series(seeds, key)
             if len(epochs):
                 ax.plot(epochs, values, style, color=color, label=f"{label} {suffix}")
-    for ax, ylabel in ((loss_ax, "loss"), (acc_ax, "accuracy (%)")):
-        _integer_epochs(ax)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
-    if title:
-        fig.suptitle(title)
-    return _save(fig, path)
+    return _finish_epoch_axes(fig, ((loss_ax, "loss"), (acc_ax, "accuracy (%)")), title, path)
 
 
 _COST_LABELS = {"train_img_s": "train img/s", "infer_img_s": "inference img/s", "wall_time_s": "wall time (s)"}
@@ -204,7 +195,13 @@ def plot_recurrence(source: Any, path: str | Path, *, title: str | None = None) 
             epochs, values = _series(seeds, key)
             if len(epochs):
                 ax.plot(epochs, values, marker=".", color=f"C{index % 10}", label=label)
-    for ax, ylabel in zip(axes[0], ("loss at Q(w)", "Hamming distance to best Q", "flip rate")):
+    return _finish_epoch_axes(fig, zip(axes[0], ("loss at Q(w)", "Hamming distance to best Q", "flip rate")),
+                              title, path)
+
+
+def _finish_epoch_axes(fig, axes_and_labels, title: str | None, path: str | Path) -> Path:
+    """Label, grid and legend per-epoch axes, title the figure and save it."""
+    for ax, ylabel in axes_and_labels:
         _integer_epochs(ax)
         ax.set_xlabel("epoch")
         ax.set_ylabel(ylabel)

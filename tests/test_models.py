@@ -210,6 +210,21 @@ def test_create_model_errors():
         create_model("resnet20_cifar", num_classes=10, in_chans=3, pretrained=True)
 
 
+def test_pretrained_without_network_is_one_line_naming_the_fix(monkeypatch):
+    """timm fetches resnet18's weights from the hub; without network that must not be a traceback per cell."""
+    import timm.models._builder as builder
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("[Errno 101] Network is unreachable\n(more lines)")
+
+    monkeypatch.setattr(builder, "load_pretrained", offline)
+    with pytest.raises(QbenchError) as err:
+        create_model("resnet18", num_classes=10, in_chans=3, pretrained=True)
+    message = str(err.value)
+    assert "\n" not in message and "Network is unreachable" in message
+    assert "could not be fetched" in message and "model.checkpoint=" in message
+
+
 def test_create_model_passes_input_size_to_fixed_size_models():
     model = create_model("vgg11_cifar", num_classes=10, in_chans=3, input_size=(3, 64, 64))
     assert model.classifier.in_features == 512 * 2 * 2

@@ -228,6 +228,16 @@ def test_objective_is_validation_only_defaults_first_then_tuned_run(tmp_path, mo
     assert result["tuned"] is True and result["status"] == "complete"
     runs = load_runs(tmp_path, "quickstart")
     assert list(runs["run_id"]) == ["bcgd-tuned_lenet5_W1A4_fp_s0"]
+    # The leaderboard shows what the tuning cost next to the tuned row: finished trials × epochs and CPU hours.
+    from qbench.leaderboard import build_leaderboard, load_tuning
+
+    board = build_leaderboard(runs, tuning=load_tuning(tmp_path, "quickstart"), n_bootstrap=0)
+    [row] = board.cells.to_dict("records")
+    assert row["tune_trials"] == on_disk["trials_finished"] and row["tune_epochs_per_trial"] == on_disk["epochs_per_trial"]
+    assert row["tune_cpu_hours"] == pytest.approx(on_disk["cpu_hours"]) and row["tune_cpu_hours"] > 0
+    [costs] = board.costs.to_dict("records")
+    assert costs["tuning trials"] == f"{on_disk['trials_finished']} × {on_disk['epochs_per_trial']} ep"
+    assert costs["tuning CPU-h"] == f"{on_disk['cpu_hours']:.3f}" and "tuning GPU-h" not in costs
 
 
 def test_fp_prunes_a_bad_trial_and_resume_keeps_every_trial(tmp_path):

@@ -43,7 +43,7 @@ class AQE(Method):
     """Asymptotic quantized estimator: blend α·h(x) + (1−α)·x with a 2α-scaled hard-tanh backward, clipped weights."""
 
     family = "activation estimator"
-    paper = "Chen et al., Learning low-precision neural networks without STE, IJCAI 2019 / JSTSP 2020"
+    paper = "Chen et al., Learning low-precision neural networks without STE, JSTSP 2020, arXiv 2003.04296"
     paper_policy = "all layers quantized incl. first and last, except the network input"
     activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
     hparams = {

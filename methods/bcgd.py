@@ -25,7 +25,8 @@ class BCGD(QuantReLUMethod):
     """Blended coarse gradient descent: BinaryConnect step at the blend (1−ρ)w + ρQ(w), learned activation α."""
 
     family = "update rule"
-    paper = "Yin et al., Blended coarse gradient descent for full quantization of deep neural networks, RMS 2019"
+    paper = ("Yin et al., Blended coarse gradient descent for full quantization of deep neural networks, RMS 2019, "
+             "arXiv 1808.05240")
     paper_policy = "all convs quantized incl. the first; final Linear float (code); ImageNet: both policies"
     weight_bits = (1, 2, 4)
     hparams = {

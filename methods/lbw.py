@@ -20,7 +20,7 @@ class LBW(QuantReLUMethod):
     """LBW-style weights: exact ternary projection at 2 bits, power-of-two levels at ≥ 3 bits, BinaryConnect step."""
 
     family = "weight quantizer"
-    paper = "Yin et al., Quantization and training of low bit-width CNNs for object detection, JCM 2019"
+    paper = "Yin et al., Quantization and training of low bit-width CNNs for object detection, arXiv 1612.06052"
     paper_policy = "backbone quantized (object detection)"
     hparams = {
         **QuantReLUMethod.relu_hparams(),

@@ -17,7 +17,7 @@ class ProjectedCoarseGradient(BCGD):
     """Projected coarse gradient: BinaryConnect step at Q(w) with the coarse activation gradient (BCGD, ρ = 0)."""
 
     family = "update rule"
-    paper = "Long, Yin, Xin, Recurrence of optimum for training weight and activation quantized networks, 2020"
+    paper = "Long, Yin, Xin, Recurrence of optimum for training weight and activation quantized nets, arXiv 2012.05529"
     paper_policy = "binary or ternary weights; as BCGD"
     hparams = {k: v for k, v in BCGD.hparams.items() if k not in ("rho", "rho_rate", "rho_max")}
 

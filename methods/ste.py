@@ -23,7 +23,8 @@ class PlainSTE(QuantReLUMethod):
     """Plain STE: BinaryConnect weights, quantized ReLU with an identity / ReLU / clipped-ReLU backward."""
 
     family = "activation estimator"
-    paper = "Yin et al., Understanding Straight-Through Estimator in Training Activation Quantized Neural Nets, ICLR 2019"
+    paper = ("Yin et al., Understanding Straight-Through Estimator in training activation quantized nets, ICLR 2019, "
+             "arXiv 1903.05662")
     paper_policy = "all layers quantized (MNIST/CIFAR, float weights in Table 1)"
     hparams = {
         **QuantReLUMethod.relu_hparams(),

@@ -12,7 +12,10 @@ from pathlib import Path
 
 from .errors import QbenchError
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "METHOD_FAMILIES"]
+
+#: the method families of ``Method.family``, in the order ``qbench list methods`` prints them
+METHOD_FAMILIES = ("baseline", "weight quantizer", "activation estimator", "update rule")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -155,7 +158,11 @@ def _cmd_list(args) -> int:
         for name in list_methods(args.pattern):
             cls = get_method_class(name)
             by_family.setdefault(cls.family, []).append(cls)
-        for family in sorted(by_family):
+        # Families in the order of spec §0 (baseline, then what a method changes: Q, the estimator, the update
+        # rule); a plugin's own family name comes after them. Each method's first line cites its paper (``paper``:
+        # short title + arXiv id).
+        rank = {family: i for i, family in enumerate(METHOD_FAMILIES)}
+        for family in sorted(by_family, key=lambda f: (rank.get(f, len(rank)), f)):
             print(f"== {family} ==")
             for cls in by_family[family]:
                 print(cls.describe())

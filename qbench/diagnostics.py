@@ -31,7 +31,8 @@ class RecurrenceTracker:
         out = []
         with torch.no_grad():
             for latent, param in latent_weights(model):
-                out.append(level_codes(param.hard(latent)).to(torch.int8).cpu().flatten())
+                per_channel = bool(getattr(param, "per_channel", False))  # one scale per output channel
+                out.append(level_codes(param.hard(latent), per_channel).to(torch.int8).cpu().flatten())
         return out
 
     @staticmethod

@@ -15,6 +15,7 @@ from torch import nn
 from .errors import BitsError, ConfigError
 from .quant import weight as wq
 from .quant.activation import ALPHA_GRADS, ESTIMATORS, InputQuantizer, QuantReLU
+from .quant.learned import split_param_groups
 
 __all__ = ["Method", "HParam", "QuantReLUMethod", "latent_weights"]
 
@@ -57,6 +58,10 @@ class Method:
     activation_bits: ClassVar[tuple[int, ...] | None] = None
     #: the layer policy the method's paper used, for the docs (the suite decides what is run)
     paper_policy: ClassVar[str] = ""
+    #: learning rate of the optimizer step in progress (the main, first parameter group), set by
+    #: :func:`qbench.train.train_step` before :meth:`before_step`; prox-type update rules whose threshold is η_t·λ_t
+    #: (ProxQuant) read it in :meth:`after_step`. None outside ``train_step`` (a custom loop may set it).
+    step_lr: float | None = None
 
     def __init__(self, **overrides: Any):
         valid = self.hparams
@@ -124,8 +129,15 @@ class Method:
     # ---------------------------------------------------------------------------------------------- training hooks
     def param_groups(self, model: nn.Module) -> list[dict]:
         """Optimizer parameter groups; default one group with every trainable parameter (latent weights and any
-        learned quantizer parameter such as BCGD's α, which the BCGD code trains with the weights' settings)."""
-        return [{"params": [p for p in model.parameters() if p.requires_grad]}]
+        learned quantizer parameter such as BCGD's α, which the BCGD code trains with the weights' settings).
+        Learned quantizer parameters that declare a role (``qbench_param_roles``, :mod:`qbench.quant.learned`) get a
+        group of their own when :meth:`param_group_options` gives options for that role."""
+        return split_param_groups(model, self.param_group_options())
+
+    def param_group_options(self) -> dict[str, dict]:
+        """Optimizer options per role of learned quantizer parameters, e.g. ``{"clip": {"weight_decay": 2e-4}}``
+        (PACT's own L2 decay on α); roles left out stay in the main group with the recipe's settings."""
+        return {}
 
     def on_epoch_start(self, model: nn.Module, epoch: int, epochs: int) -> None:
         """Called before each epoch (0-based); schedules that depend on the epoch live here."""

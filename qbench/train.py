@@ -123,6 +123,7 @@ def train_step(model: nn.Module, method, optimizer, x: torch.Tensor, y: torch.Te
         loss.backward()
     if grad_clip:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    method.step_lr = float(optimizer.param_groups[0]["lr"])  # η_t of this step, for prox-type rules (Method.step_lr)
     method.before_step(model)
     if scaler is not None:
         scaler.step(optimizer)

@@ -13,6 +13,29 @@ def test_list_methods_shows_every_method_with_hyperparameters(capsys):
     assert "rho = 1e-05" in out and "estimator = 'clipped_relu'" in out and "== update rule ==" in out
 
 
+def test_list_methods_groups_by_family_in_order_and_cites_papers(capsys):
+    import qbench
+
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    sections: dict[str, list[str]] = {}  # family header -> the method lines printed under it
+    for line in out.splitlines():
+        if line.startswith("== "):
+            family = line[3:-3]
+            sections[family] = []
+        elif line and not line.startswith(" "):
+            sections[family].append(line)
+    assert list(sections)[:4] == ["baseline", "weight quantizer", "activation estimator", "update rule"]
+    arxiv = {"binaryconnect": "1511.00363", "bnn": "1602.02830", "xnor": "1603.05279", "bwn": "1603.05279",
+             "twn": "1605.04711", "binaryrelax": "1801.06313", "irnet": "1909.10788", "bireal": "1808.00278",
+             "proxquant": "1810.00861", "ste": "1903.05662", "bcgd": "1808.05240", "aqe": "2003.04296",
+             "lbw": "1612.06052", "pcg": "2012.05529"}
+    for name, number in arxiv.items():
+        family = qbench.registry.get_method_class(name).family
+        line = next(m for m in sections[family] if m.startswith(f"{name}  ["))  # listed under its own family
+        assert f"[{family}]" in line and f"arXiv {number}" in line, line  # the paper cited on the method's line
+
+
 def test_list_suites_and_show(capsys):
     assert main(["list", "suites"]) == 0
     assert "quickstart" in capsys.readouterr().out

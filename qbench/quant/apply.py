@@ -284,15 +284,17 @@ def freeze_quantized(model: nn.Module) -> nn.Module:
 
 
 def model_size_bits(model: nn.Module) -> int:
-    """Storage size in bits: ⌈log2 levels⌉ per quantized weight plus one 32-bit scale per quantized tensor; every
-    other parameter (float first/last layers, BN, biases, learned α) at 32 bits."""
+    """Storage size in bits: ⌈log2 levels⌉ per quantized weight plus one 32-bit scale per quantized tensor (per
+    output channel for a ``per_channel`` quantizer); every other parameter (float first/last layers, BN, biases,
+    learned α) at 32 bits."""
     total = 0
     quantized_ids = set()
     for _, module in quantized_layers(model):
         p = module.parametrizations.weight
         latent = p.original
         quantized_ids.add(id(latent))
-        total += math.ceil(math.log2(max(p[0].levels, 2))) * latent.numel() + 32
+        scales = latent.shape[0] if getattr(p[0], "per_channel", False) else 1  # one 32-bit scale per channel
+        total += math.ceil(math.log2(max(p[0].levels, 2))) * latent.numel() + 32 * scales
     for param in model.parameters():
         if id(param) not in quantized_ids:
             total += 32 * param.numel()

@@ -164,11 +164,15 @@ def num_levels(bits: int) -> int:
     return 2 if bits == 1 else 2**bits - 1
 
 
-def level_codes(q: Tensor) -> Tensor:
+def level_codes(q: Tensor, per_channel: bool = False) -> Tensor:
     """Integer codes of a quantized tensor, independent of its scale: round(q / smallest nonzero |q|).
 
     Used by the recurrence diagnostics (spec §6) to compare Q(w_t) across steps when the scale drifts.
+    ``per_channel=True`` divides each output channel (dim 0) by its own smallest nonzero |q|, for quantizers with
+    one scale per channel (``WeightParametrization.per_channel``), whose codes would otherwise drift with α_c.
     """
+    if per_channel and q.dim() >= 2:
+        return torch.stack([level_codes(row) for row in q.reshape(q.shape[0], -1)]).reshape(q.shape)
     a = q.abs()
     nz = a[a > 0]
     if nz.numel() == 0:
@@ -198,9 +202,13 @@ class _StraightThrough(torch.autograd.Function):
 
 class WeightParametrization(nn.Module):
     """Base of qbench's weight parametrizations: ``forward(latent)`` gives the weight the layer uses, ``hard(latent)``
-    the hard-quantized Q(latent) without autograd, ``levels`` the most distinct values Q may produce."""
+    the hard-quantized Q(latent) without autograd, ``levels`` the most distinct values Q may produce.
+
+    ``per_channel = True`` marks a quantizer with one scale per output channel (dim 0; XNOR-Net's α_c): ``levels``
+    then counts the distinct values within each output channel, and the tensor carries one scale per channel."""
 
     levels: int = 0
+    per_channel: bool = False
 
     def hard(self, latent: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError

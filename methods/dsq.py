@@ -1,0 +1,227 @@
+"""DSQ: differentiable soft quantization (Gong, Liu, Jiang, Li, Hu, Lin, Yu, Yan, *Differentiable soft quantization:
+bridging full-precision and low-bit neural networks*, ICCV 2019, arXiv 1908.05033; spec §10).
+
+* Uniform b-bit grid on a clipping range [l, u] (eq. 1): 2^b − 1 intervals P_i = [l + iΔ, l + (i+1)Δ], Δ = (u − l)/(2^b
+  − 1), levels l + jΔ (2^b of them; 1 bit: {l, u}); values outside [l, u] are clipped to l or u.
+* Soft quantizer (eq. 3–4): in P_i, φ(x) = s·tanh(k(x − m_i)), m_i = l + (i + ½)Δ, s = 1/tanh(½kΔ) so that φ = ±1 at
+  the interval ends (continuous); Q_S(x) = l + Δ(i + (φ(x) + 1)/2).
+* Characteristic variable (eq. 5–6): α = 1 − tanh(½kΔ) ⇔ k = log(2/α − 1)/Δ, s = 1/(1 − α). α is learned (one per
+  quantizer) and clamped to [alpha_min, alpha_max]; small α is close to the hard quantizer, α → 1 to the identity.
+* Clipping range: l and u are learned with the task loss through Q_S (§3.3) when ``learn_bounds`` (weights: both,
+  initialised to min/max of the weights [choice]; ReLU outputs: l = 0 fixed, u = max of the first training batch
+  [choice]; signed layer inputs: both, min/max of the first batch). Their gradient sums over the whole tensor; by
+  default it is scaled by LSQ's g = 1/√(N·(2^b − 1)) (``bound_grad_scale="lsq"``, not in the DSQ paper: without it
+  the weights' bounds jump past the weights' own scale within a few SGD steps); ``"none"`` is the plain gradient.
+* ``train_forward="hard"`` (default): the training forward uses sgn(φ) in eq. 4 — exactly the uniform quantizer,
+  what the network is evaluated with — and the backward the derivative of Q_S in x, α, l and u; ``"soft"``: the
+  training forward is Q_S itself. Evaluation is always hard (sgn(φ): the uniform quantizer), so
+  ``freeze_quantized`` exports the grid values.
+* α₀ = 0.2 and the clamp [1e-4, 0.5] are our [choice] (tunable).
+Paper layer policy: first and last layer floating point.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from qbench import register_method
+from qbench.errors import BitsError, ConfigError
+from qbench.method import HParam, Method
+from qbench.quant.learned import ROLE_CLIP, ROLE_SOFTNESS, grad_scale, project_learned_, ste_replace, sync_mean
+from qbench.quant.weight import WeightParametrization
+
+__all__ = ["TRAIN_FORWARDS", "BOUND_GRAD_SCALES", "dsq_quantize", "dsq_hard", "DSQWeight", "DSQQuantizer", "DSQ"]
+
+TRAIN_FORWARDS = ("hard", "soft")
+BOUND_GRAD_SCALES = ("lsq", "none")
+_EPS = 1e-8
+
+
+def _parts(x: Tensor, lo: Tensor, hi: Tensor, bits: int):
+    """Clipped input, Δ, interval index i (no gradient) and midpoint m_i (eq. 1, 3)."""
+    n = 2**bits - 1
+    delta = (hi - lo).clamp_min(_EPS) / n
+    xc = torch.minimum(torch.maximum(x, lo), hi)
+    with torch.no_grad():
+        i = torch.clamp(torch.floor((xc - lo) / delta), 0, n - 1)
+    m = lo + (i + 0.5) * delta
+    return xc, delta, i, m
+
+
+def dsq_quantize(x: Tensor, lo: Tensor, hi: Tensor, alpha: Tensor, bits: int, soft: bool = False) -> Tensor:
+    """DSQ with its soft backward: Q_S (eq. 4) when ``soft``, else the hard quantizer with the gradient of Q_S.
+    Differentiable in x, l, u and α."""
+    xc, delta, i, m = _parts(x, lo, hi, bits)
+    k = torch.log(2.0 / alpha - 1.0) / delta  # eq. 6: k from α
+    s = 1.0 / (1.0 - alpha)  # eq. 3/5: s = 1/tanh(½kΔ) = 1/(1 − α)
+    phi = s * torch.tanh(k * (xc - m))  # eq. 3
+    q_soft = lo + delta * (i + (phi + 1.0) / 2.0)  # eq. 4
+    if soft:
+        return q_soft
+    # sgn(φ) instead of φ in eq. 4 forward — the uniform quantizer, the values evaluation uses — and the derivative
+    # of Q_S backward, for x and for α, l, u alike (replacing the whole output, not φ alone, keeps the l/u gradient
+    # the soft one instead of mixing in the hard level index through the product Δ·(i + ·)).
+    return ste_replace(q_soft, lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype)))
+
+
+def dsq_hard(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
+    """The evaluation quantizer: l + Δ·(i + 1{x ≥ m_i}) on the clipped x — the same values as the hard training
+    forward, i.e. nearest level on the grid l + jΔ (ties up)."""
+    with torch.no_grad():
+        xc, delta, i, m = _parts(x, lo, hi, bits)
+        return lo + delta * (i + (xc >= m).to(x.dtype))
+
+
+class _DSQBase(nn.Module):
+    qbench_param_roles = {"alpha": ROLE_SOFTNESS, "lo": ROLE_CLIP, "hi": ROLE_CLIP}
+
+    def _setup(self, bits: int, alpha_init: float, alpha_min: float, alpha_max: float, train_forward: str,
+               learn_bounds: bool, learn_lo: bool, bound_grad_scale: str):
+        if bits < 1 or bits > 16:
+            raise BitsError(f"DSQ supports 1..16 bits (got {bits}); use 32 to keep a side float")
+        if not 0 < alpha_min <= alpha_init <= alpha_max < 1:
+            raise ConfigError("dsq needs 0 < alpha_min ≤ alpha_init ≤ alpha_max < 1 "
+                              f"(got {alpha_min}, {alpha_init}, {alpha_max})")
+        if train_forward not in TRAIN_FORWARDS:
+            raise ConfigError(f"unknown dsq.train_forward '{train_forward}'; choose one of {', '.join(TRAIN_FORWARDS)}")
+        if bound_grad_scale not in BOUND_GRAD_SCALES:
+            raise ConfigError(f"unknown dsq.bound_grad_scale '{bound_grad_scale}'; "
+                              f"choose one of {', '.join(BOUND_GRAD_SCALES)}")
+        self.bits, self.train_forward, self.bound_grad_scale = bits, train_forward, bound_grad_scale
+        self.alpha_min, self.alpha_max = float(alpha_min), float(alpha_max)
+        self.alpha = nn.Parameter(torch.tensor(float(alpha_init)))
+        for name, learned in (("lo", learn_bounds and learn_lo), ("hi", learn_bounds)):
+            if learned:
+                setattr(self, name, nn.Parameter(torch.tensor(0.0)))
+            else:
+                self.register_buffer(name, torch.tensor(0.0))
+        self.register_buffer("initialized", torch.tensor(False))
+
+    @property
+    def levels(self) -> int:
+        return 2**self.bits
+
+    def _alpha(self) -> Tensor:
+        return self.alpha.clamp(self.alpha_min, self.alpha_max)
+
+    def _quantize(self, x: Tensor, lo: Tensor, hi: Tensor, n_features: int) -> Tensor:
+        if not self.training:
+            return dsq_hard(x, lo.to(x.dtype), hi.to(x.dtype), self.bits)
+        if self.bound_grad_scale == "lsq":
+            # Not in the DSQ paper: the bounds' gradient sums over every element of the tensor, so with the
+            # weights' learning rate l and u jump by more than the weights' own scale within a few steps (seen on
+            # LeNet-5: |∂L/∂u| ≈ 37 for weights of size 0.04). LSQ §2.2's g = 1/√(N·Q_P), Q_P = 2^b − 1 intervals,
+            # brings their update to the weights' scale; "none" is the paper's plain gradient.
+            g = 1.0 / (n_features * (2**self.bits - 1)) ** 0.5
+            lo, hi = grad_scale(lo, g), grad_scale(hi, g)
+        return dsq_quantize(x, lo.to(x.dtype), hi.to(x.dtype), self._alpha().to(x.dtype), self.bits,
+                            soft=self.train_forward == "soft")
+
+    def project_(self) -> None:
+        self.alpha.clamp_(self.alpha_min, self.alpha_max)
+        self.hi.copy_(torch.maximum(self.hi, self.lo + _EPS))  # keep Δ > 0 (no host sync)
+
+    def extra_repr(self) -> str:
+        return (f"bits={self.bits}, alpha={float(self.alpha.detach()):.4g}, l={float(self.lo.detach()):.4g}, "
+                f"u={float(self.hi.detach()):.4g}, train_forward={self.train_forward}")
+
+
+class DSQWeight(_DSQBase, WeightParametrization):
+    """Weight parametrization with DSQ (α, l, u learned per layer; l, u start at the weights' min and max when the
+    model is quantized). ``hard`` / evaluation: the uniform quantizer on [l, u]."""
+
+    def __init__(self, bits: int, alpha_init: float = 0.2, alpha_min: float = 1e-4, alpha_max: float = 0.5,
+                 train_forward: str = "hard", learn_bounds: bool = True, bound_grad_scale: str = "lsq"):
+        super().__init__()
+        self._setup(bits, alpha_init, alpha_min, alpha_max, train_forward, learn_bounds, True, bound_grad_scale)
+
+    def _init_from(self, latent: Tensor) -> None:
+        with torch.no_grad():
+            self.lo.fill_(float(latent.min()))
+            self.hi.fill_(max(float(latent.max()), float(latent.min()) + _EPS))
+            self.initialized.fill_(True)
+
+    def forward(self, latent: Tensor) -> Tensor:
+        if not bool(self.initialized):
+            self._init_from(latent)  # the first forward is register_parametrization's check: the weights as quantized
+        return self._quantize(latent, self.lo, self.hi, latent.numel())
+
+    def hard(self, latent: Tensor) -> Tensor:
+        if not bool(self.initialized):
+            self._init_from(latent)
+        return dsq_hard(latent, self.lo.to(latent.dtype), self.hi.to(latent.dtype), self.bits)
+
+
+class DSQQuantizer(_DSQBase):
+    """DSQ for activations (replacing a ReLU: l = 0 fixed, u learned) or for a signed layer input (l and u
+    learned). The range is set on the first training batch (min/max, averaged over ranks); before that — the
+    placement probe — the batch's own range is used without being stored."""
+
+    def __init__(self, bits: int, signed: bool = False, alpha_init: float = 0.2, alpha_min: float = 1e-4,
+                 alpha_max: float = 0.5, train_forward: str = "hard", learn_bounds: bool = True,
+                 bound_grad_scale: str = "lsq"):
+        super().__init__()
+        self.signed = signed
+        self._setup(bits, alpha_init, alpha_min, alpha_max, train_forward, learn_bounds, signed, bound_grad_scale)
+
+    def _range(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = x.detach().float()
+        lo = x.min() if self.signed else torch.zeros((), device=x.device)
+        hi = torch.maximum(x.max(), lo + _EPS)
+        return lo, hi
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not bool(self.initialized):
+            lo, hi = self._range(x)
+            if not self.training:  # the placement probe on random input: use, do not keep
+                return dsq_hard(x, lo.to(x.dtype), hi.to(x.dtype), self.bits)
+            with torch.no_grad():
+                self.lo.copy_(sync_mean(lo))
+                self.hi.copy_(sync_mean(hi))
+                self.initialized.fill_(True)
+        return self._quantize(x, self.lo, self.hi, x[0].numel() if x.dim() > 1 else x.numel())
+
+
+@register_method("dsq")
+class DSQ(Method):
+    """Differentiable soft quantization: tanh-shaped soft steps with learned softness α and learned range [l, u]."""
+
+    family = "activation estimator"
+    paper = "Gong et al., Differentiable soft quantization, ICCV 2019, arXiv 1908.05033"
+    paper_policy = "first and last layer floating point"
+    hparams = {
+        "alpha_init": HParam(0.2, "initial characteristic variable α of every quantizer [choice]"),
+        "alpha_min": HParam(1e-4, "α is clamped to [alpha_min, alpha_max] (paper: α kept small) [choice]"),
+        "alpha_max": HParam(0.5, "upper clamp of α [choice]"),
+        "learn_bounds": HParam(True, "learn the clipping range l, u with the task loss (paper §3.3)", (True, False)),
+        "train_forward": HParam("hard", "training forward: 'hard' = sgn(φ) (exact levels, Q_S gradient), "
+                                        "'soft' = Q_S itself", TRAIN_FORWARDS),
+        "bound_grad_scale": HParam("lsq", "scale of the l, u gradient: 'lsq' = 1/√(N·(2^b − 1)) (LSQ §2.2, not in "
+                                          "the DSQ paper) or 'none' (the paper)", BOUND_GRAD_SCALES),
+    }
+
+    def _kw(self):
+        hp = self.hp
+        return dict(alpha_init=hp.alpha_init, alpha_min=hp.alpha_min, alpha_max=hp.alpha_max,
+                    train_forward=hp.train_forward, learn_bounds=hp.learn_bounds,
+                    bound_grad_scale=hp.bound_grad_scale)
+
+    def weight_quantizer(self, bits):
+        return DSQWeight(bits, **self._kw())
+
+    def weight_levels(self, bits):
+        return 2**bits
+
+    def activation_quantizer(self, bits):
+        return DSQQuantizer(bits, signed=False, **self._kw())
+
+    def input_quantizer(self, bits, signed):
+        return DSQQuantizer(bits, signed=signed, **self._kw())
+
+    def after_step(self, model):
+        project_learned_(model)
+
+    def search_space(self, trial):
+        return {"alpha_init": trial.suggest_float("alpha_init", 0.05, 0.5, log=True),
+                "train_forward": trial.suggest_categorical("train_forward", list(TRAIN_FORWARDS))}

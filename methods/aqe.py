@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from qbench import register_method
-from qbench.method import HParam, Method, latent_weights
+from qbench.method import HParam, Method, clip_latent_weights_
 from qbench.quant.activation import AQEActivation, aqe_blend, aqe_h
 from qbench.quant.weight import WeightParametrization, num_levels
 
@@ -87,9 +87,7 @@ class AQE(Method):
 
     def after_step(self, model):
         if self.hp.clip_weights:
-            with torch.no_grad():
-                for latent, _ in latent_weights(model):
-                    latent.clamp_(-1.0, 1.0)
+            clip_latent_weights_(model)
 
     def search_space(self, trial):
         return {"alpha": trial.suggest_float("alpha", 0.25, 1.0)}

@@ -19,7 +19,7 @@ lr by the inverse of its Glorot init coefficient (not reproduced: qbench's optim
 import torch
 
 from qbench import register_method
-from qbench.method import HParam, Method, latent_weights
+from qbench.method import HParam, Method, clip_latent_weights_
 from qbench.quant import weight as wq
 
 __all__ = ["BinaryConnect", "StochasticSignWeight", "hard_sigmoid"]
@@ -103,9 +103,7 @@ class BinaryConnect(Method):
 
     def after_step(self, model):
         if self.hp.clip_weights:
-            with torch.no_grad():
-                for latent, _ in latent_weights(model):
-                    latent.clamp_(-1.0, 1.0)  # Algorithm 1: w_t ← clip(w_{t−1} − η·∂C/∂w_b)
+            clip_latent_weights_(model)  # Algorithm 1: w_t ← clip(w_{t−1} − η·∂C/∂w_b)
 
     def search_space(self, trial):
         return {"stochastic": trial.suggest_categorical("stochastic", [False, True])}

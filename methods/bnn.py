@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from qbench import register_method
-from qbench.method import HParam, Method, latent_weights
+from qbench.method import HParam, Method, clip_latent_weights_
 from qbench.quant import weight as wq
 from qbench.quant.activation import InputQuantizer
 from qbench.quant.sign import SignActivation
@@ -59,9 +59,7 @@ class BNN(Method):
 
     def after_step(self, model):
         if self.hp.clip_weights:
-            with torch.no_grad():
-                for latent, _ in latent_weights(model):
-                    latent.clamp_(-1.0, 1.0)
+            clip_latent_weights_(model)
 
     def search_space(self, trial):
         return {"ste_clip": trial.suggest_float("ste_clip", 0.5, 2.0)}

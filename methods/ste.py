@@ -12,7 +12,7 @@ import functools
 import torch
 
 from qbench import register_method
-from qbench.method import HParam, QuantReLUMethod, latent_weights
+from qbench.method import HParam, QuantReLUMethod, clip_latent_weights_
 from qbench.quant import weight as wq
 
 _WEIGHT_RULES = ("auto", "binary", "ternary_twn", "ternary_exact", "uniform")
@@ -46,6 +46,4 @@ class PlainSTE(QuantReLUMethod):
 
     def after_step(self, model):
         if self.hp.clip_weights and model.qbench_info.bits.weight == 1:
-            with torch.no_grad():
-                for latent, _ in latent_weights(model):
-                    latent.clamp_(-1.0, 1.0)
+            clip_latent_weights_(model)

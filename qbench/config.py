@@ -12,6 +12,7 @@ Shorthands on the command line: ``method=bcgd`` (→ ``methods=[bcgd]``), ``arch
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,7 @@ __all__ = [
     "TuneConfig",
     "BenchConfig",
     "load_config",
+    "stage_configs",
     "list_suites",
     "suite_path",
     "to_yaml",
@@ -62,6 +64,11 @@ class ModelConfig:
     checkpoint: Optional[str] = None  # local FP state_dict to start from
     adapt_32px: bool = False  # 3×3 stride-1 stem, no max-pool (timm ImageNet models on 32 px inputs)
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra timm.create_model keyword arguments
+    # Warm start from another run of the same results dir (runner.warm_start): its model.pt, loaded after the
+    # quantizer surgery. Placeholders {arch} {bits} {policy} {seed} are filled per cell (a stage-2 cell of seed s
+    # starts from the stage-1 run of seed s).
+    init_from_run: Optional[str] = None
+    save_final: bool = False  # keep the final weights as <run_dir>/model.pt (what init_from_run loads)
 
 
 @dataclass
@@ -125,6 +132,9 @@ class SuiteConfig:
     methods: List[str] = field(default_factory=lambda: ["fp"])
     method_hparams: Dict[str, Any] = field(default_factory=dict)  # {method: {hparam: value}}
     bits: List[str] = field(default_factory=lambda: ["W1A4"])
+    # {method: [bits, ...]}: bit-widths for one method instead of `bits` (a zoo suite runs weight-only methods at
+    # W1A32 while the others run at W1A1…W4A4). Keys are method names as listed in `methods`.
+    method_bits: Dict[str, List[str]] = field(default_factory=dict)
     seeds: List[int] = field(default_factory=lambda: [0])
     policies: List[str] = field(default_factory=lambda: ["fp"])  # fp: first/last layers float | quantized
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -137,6 +147,10 @@ class SuiteConfig:
     shard: Optional[str] = None  # "i/n": run the i-th of n deterministic slices of the cells
     theory: Dict[str, Any] = field(default_factory=dict)  # options of kind=theory suites
     paper: Dict[str, Any] = field(default_factory=dict)  # the paper setting this suite reproduces (for the report)
+    # Stages run in order by `qbench run`, each {name: ..., <config overrides>} merged onto this config (e.g. train a
+    # model, then continue it under other estimators: mnist-lenet5-repel). Run ids start with "<stage>_".
+    stages: List[Dict[str, Any]] = field(default_factory=list)
+    stage: str = ""  # set by stage_configs: the stage a resolved config belongs to
 
 
 _SHORTHANDS = {"method": "methods", "arch": "model.archs", "seed": "seeds", "policy": "policies"}
@@ -245,7 +259,9 @@ def load_config(suite: str | None = None, overrides: list[str] | tuple[str, ...]
         path = Path(from_file)
         if not path.is_file():
             raise ConfigError(f"--from: no config file at '{path}'; give a run directory's config.yaml")
-        cfg = _merge_checked(cfg, _load_yaml(path), str(path))
+        saved = _load_yaml(path)
+        saved.pop("cell", None)  # the run's cell (runner.cell_config), read by `qbench run --from`, not a config key
+        cfg = _merge_checked(cfg, saved, str(path))
     elif suite is not None:
         path = suite_path(suite, suites_dir)
         data = _load_yaml(path)
@@ -256,9 +272,73 @@ def load_config(suite: str | None = None, overrides: list[str] | tuple[str, ...]
     for item in rest:
         key, value = _normalise_override(item)
         parsed = OmegaConf.from_dotlist([f"{key}={value}"])
+        if key.startswith("stages."):  # stages.<name>.<key>=value changes one stage only
+            _override_one_stage(cfg, key, parsed, item)
+            continue
         cfg = _merge_checked(cfg, parsed, f"override '{item}'")
+        _override_stages(cfg, key, parsed)
     _validate(cfg)
     return cfg
+
+
+_STAGE_FORBIDDEN = ("name", "stage", "stages", "kind", "results_dir", "shard")
+_STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
+
+
+def _override_stages(cfg: DictConfig, key: str, parsed: DictConfig) -> None:
+    """A command-line override wins over a stage that sets the same key too (``train.epochs=1`` shortens every stage
+    of a staged suite, as it would an unstaged one)."""
+    if key.startswith("stages") or not cfg.stages:
+        return
+    value = OmegaConf.select(parsed, key)
+    for stage in cfg.stages:
+        if OmegaConf.select(stage, key, default=None) is not None:
+            OmegaConf.update(stage, key, value, merge=False)
+
+
+def _override_one_stage(cfg: DictConfig, key: str, parsed: DictConfig, item: str) -> None:
+    """``stages.continue.train.lr=1e-3``: set a key of the stage named ``continue`` (checked when stages resolve)."""
+    _, name, *rest = key.split(".")
+    names = [str(stage.get("name")) for stage in cfg.stages]
+    if not rest:
+        example = names[0] if names else "base"
+        raise ConfigError(f"override '{item}': write stages.<stage name>.<key>=value, "
+                          f"e.g. stages.{example}.train.lr=1e-3")
+    if name not in names:
+        raise ConfigError(f"override '{item}': no stage named '{name}'; this suite's stages: "
+                          f"{', '.join(names) or '(none)'}")
+    OmegaConf.update(cfg.stages[names.index(name)], ".".join(rest), OmegaConf.select(parsed, key), merge=True)
+
+
+def stage_configs(cfg: DictConfig) -> list[DictConfig]:
+    """The resolved config of each of ``cfg.stages``, in order: the suite's config with the stage's overrides merged
+    on top (checked against the schema like the suite itself), ``stage`` set to the stage's name, ``stages`` empty.
+    A suite without stages is its own single stage."""
+    if not cfg.stages:
+        return [cfg]
+    out, seen = [], set()
+    for index, stage in enumerate(cfg.stages):
+        data = OmegaConf.to_container(stage, resolve=True) if isinstance(stage, DictConfig) else dict(stage or {})
+        if not isinstance(data, dict):
+            raise ConfigError(f"stages[{index}] must be a mapping {{name: ..., <config keys>}}")
+        name = str(data.pop("name", "") or "")
+        if not _STAGE_NAME.match(name):
+            raise ConfigError(f"stages[{index}] needs a name of letters, digits and '-' (got {name!r}); "
+                              "e.g. name: base")
+        if name in seen:
+            raise ConfigError(f"stage name '{name}' is used twice; give every stage its own name")
+        seen.add(name)
+        bad = sorted(set(data) & set(_STAGE_FORBIDDEN))
+        if bad:
+            raise ConfigError(f"stage '{name}' sets {', '.join(bad)}; a stage may only change the suite's run keys "
+                              "(methods, bits, model, train, ...)")
+        base = cfg.copy()
+        base.stages = []
+        merged = _merge_checked(base, data, f"stage '{name}'")
+        merged.stage = name
+        _validate(merged)
+        out.append(merged)
+    return out
 
 
 def _load_yaml(path: Path) -> dict:
@@ -279,6 +359,12 @@ def _validate(cfg: DictConfig) -> None:
         raise ConfigError(f"kind must be 'train' or 'theory', got '{cfg.kind}'")
     for b in cfg.bits:
         parse_bits(b)
+    for method, bits in cfg.method_bits.items():
+        if method not in cfg.methods:
+            raise ConfigError(f"method_bits.{method}: '{method}' is not in methods {list(cfg.methods)}; add it there or "
+                              "drop the key")
+        for b in bits:
+            parse_bits(b)
     for p in cfg.policies:
         if p not in ("fp", "quantized"):
             raise ConfigError(f"unknown policy '{p}'; choose fp (first/last layers float) or quantized")
@@ -292,6 +378,8 @@ def _validate(cfg: DictConfig) -> None:
         raise ConfigError("seeds is empty; give at least one, e.g. seeds=[0]")
     if cfg.shard is not None:
         parse_shard(cfg.shard)
+    if cfg.stages:
+        stage_configs(cfg)  # a bad stage fails now, with the others, not after the first stage has run
 
 
 def parse_shard(shard: str) -> tuple[int, int]:

@@ -61,6 +61,7 @@ __all__ = [
     "render_latex",
     "write_leaderboard",
     "report",
+    "build_theory_leaderboard",
 ]
 
 # result.json fields of schema_version 1 (see qbench.results); every run row has these columns, NaN where unknown.
@@ -398,7 +399,12 @@ def _label_runs(df: pd.DataFrame) -> pd.Series:
         shown = ", ".join(f"{k}={_short(hp.get(k))}" for k in keys)
         return f"{row['method']} [{shown}]"
 
-    return df.apply(label, axis=1) if len(df) else pd.Series([], dtype=object)
+    def staged(row: pd.Series) -> str:
+        # Runs of different suite stages (config.stages) are different experiments even with equal settings.
+        stage = row.get("stage")
+        return f"{stage}: {label(row)}" if isinstance(stage, str) and stage else label(row)
+
+    return df.apply(staged, axis=1) if len(df) else pd.Series([], dtype=object)
 
 
 def _short(value: Any) -> str:
@@ -546,6 +552,8 @@ class Leaderboard:
     cells: pd.DataFrame
     header: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    kind: str = "train"  # "theory": build_theory_leaderboard's board, rendered by _render_theory
+    sections: list = field(default_factory=list)  # theory: further (title, DataFrame) tables after ``table``
 
 
 def _fmt(value: float, decimals: int) -> str:
@@ -621,6 +629,8 @@ def build_leaderboard(
     runs = filter_runs(df, where)
     if runs.empty:
         raise QbenchError(f"no runs match the filter {dict(where or {})}; drop or correct a key=value")
+    if _is_theory(runs):
+        return build_theory_leaderboard(runs, suite=suite)
     if metric not in runs.columns or not pd.api.types.is_numeric_dtype(runs[metric]):
         numeric = [c for c in _NUMERIC_FIELDS if c in runs.columns and ("top" in c or "loss" in c)]
         raise QbenchError(f"unknown metric {metric!r}; choose one of {', '.join(numeric)}")
@@ -672,6 +682,7 @@ def build_leaderboard(
     cells = _cells_frame(cell_rows, labels, columns)
     header, notes = _header_and_notes(runs, suite, metric, columns, target, target_drop, target_for,
                                       n_bootstrap, bootstrap_seed, bool(bench_labels), table, costs)
+    notes += _warm_start_notes(runs)
     return Leaderboard(suite, metric, table, table_best, costs, costs_best, cells, header, notes)
 
 
@@ -844,7 +855,11 @@ def _merge_tuning(cell_rows: list[dict], tuning: pd.DataFrame | None) -> None:
     for row in cell_rows:
         if not row["tuned"]:
             continue
-        matches = studies.get((row["method_name"], row["arch"], row["bits"], str(row["policy"])), [])
+        if row["policy"]:
+            matches = studies.get((row["method_name"], row["arch"], row["bits"], str(row["policy"])), [])
+        else:  # full-precision columns carry no policy (it is moot for a float model): any study of that column
+            matches = [m for key, found in studies.items() if key[:3] == (row["method_name"], row["arch"], row["bits"])
+                       for m in found]
         if not matches:
             continue
         # Several variants of one method (ste:estimator=identity, ste:estimator=relu) tuned in one column: their costs add.
@@ -1088,6 +1103,8 @@ def _has_costs(costs: pd.DataFrame) -> bool:
 
 def render_markdown(board: Leaderboard) -> str:
     """GitHub-flavoured Markdown: header, accuracy table, cost table, notes. No timestamps (byte-stable)."""
+    if board.kind == "theory":
+        return _render_theory(board, "md")
     parts = [f"# qbench leaderboard: {board.suite}", "", *board.header, "",
              f"## Accuracy ({board.metric})", "", board.table.to_markdown(index=False, disable_numparse=True), ""]
     if _has_costs(board.costs):
@@ -1099,6 +1116,8 @@ def render_markdown(board: Leaderboard) -> str:
 
 def render_csv(board: Leaderboard) -> str:
     """The long numeric table: one row per (setting, method) with mean, std, n, ci95_low/high, ranks, costs."""
+    if board.kind == "theory":
+        return _render_theory(board, "csv")
     return board.cells.to_csv(index=False, lineterminator="\n")
 
 
@@ -1113,6 +1132,8 @@ def _styled(frame: pd.DataFrame, best: pd.DataFrame, uuid: str, css: str):
 
 def render_html(board: Leaderboard) -> str:
     """A standalone HTML page; the best value of each column is bold. Fixed Styler uuids keep it byte-stable."""
+    if board.kind == "theory":
+        return _render_theory(board, "html")
     esc = html.escape
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -1145,6 +1166,8 @@ def _latex_escape(text: Any) -> str:
 
 def render_latex(board: Leaderboard) -> str:
     """LaTeX tables (booktabs rules) via the pandas Styler; best values in \\textbf; header and notes as comments."""
+    if board.kind == "theory":
+        return _render_theory(board, "tex")
 
     def table(frame: pd.DataFrame, best: pd.DataFrame, caption: str, label: str) -> str:
         escaped = frame.map(_latex_escape)
@@ -1228,3 +1251,275 @@ def report(
 
         paths += write_plots(filter_runs(runs, where), results_dir, out_dir, suite, metric=metric)
     return paths
+
+
+# ------------------------------------------------------------------------------------------------ warm-start notes
+def _warm_start_notes(runs: pd.DataFrame) -> list[str]:
+    """One note per row label whose runs continued another run (``model.init_from_run``): where the loss at Q(w) on
+    the training slice started and ended, and the first and last epoch's training loss (seed means) — the numbers
+    that say whether a continuation was pushed away from its starting minimum (STE paper's repulsion experiment)."""
+    if "init_from_run" not in runs.columns:
+        return []
+    notes = []
+    warm = runs[runs["init_from_run"].map(lambda v: isinstance(v, str) and bool(v)) & (runs["status"] == "complete")]
+    for label, group in warm.groupby("_label", sort=True):
+        def mean_of(values) -> str:
+            values = [float(v) for v in values if not _is_missing(v)]
+            return f"{np.mean(values):.5g}" if values else "—"
+
+        first = [rows[0].get("train_loss") for rows in group["metrics"] if isinstance(rows, list) and rows]
+        last = [rows[-1].get("train_loss") for rows in group["metrics"] if isinstance(rows, list) and rows]
+        sources = sorted(set(group["init_from_run"]))
+        source = f"`{sources[0]}`" if len(sources) == 1 else f"{len(sources)} runs"
+        notes.append(
+            f"`{label}` continues {source} (model.init_from_run): loss at Q(w) on the training slice "
+            f"{mean_of(group.get('init_loss_q', []))} → {mean_of(group.get('final_loss_q', []))}; train_loss first → "
+            f"last epoch {mean_of(first)} → {mean_of(last)} (mean over {len(group)} seed"
+            f"{'s' if len(group) != 1 else ''})."
+        )
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------ theory records
+# Records of `kind: theory` suites (qbench.theory_suite): rows are estimators (and recurrence-toy quantizers), columns
+# the spec §8 / §6 checks. Kept apart from the training leaderboard: nothing here is a rank or an accuracy.
+_THEORY_ORDER = ("identity", "relu", "clipped_relu")
+_THEORY_METRICS = (
+    "cos_mean", "cos_min", "cos_mc_mean", "cos_mc_min", "mc_max_abs_err", "mc_max_stderr", "mc_max_z",
+    "inner_product_rel_err", "spurious_grad_norm", "spurious_grad_norm_formula", "spurious_grad_norm_mc",
+    "spurious_grad_mc_stderr", "train_final_loss", "train_final_theta", "train_initial_loss_median",
+    "train_final_loss_median", "train_global_rate", "train_spurious_rate", "train_loss_rise_rate", "wall_time_s",
+)
+_RECURRENCE_METRICS = (
+    "n_visits", "visits_last_quarter", "first_visit", "last_visit", "distinct_states_last_quarter", "visit_fraction",
+    "mean_flip_rate", "mean_hamming_last_quarter", "optimum_loss", "min_loss_q", "mean_loss_q_last_quarter",
+    "wall_time_s",
+)
+
+
+def _is_theory(runs: pd.DataFrame) -> bool:
+    """Whether every run is a theory record; a mix of theory and training records is a one-line error."""
+    if "kind" not in runs.columns:
+        return False
+    theory = runs["kind"].map(lambda k: k == "theory")
+    if theory.all():
+        return True
+    if theory.any():
+        raise QbenchError("these records mix theory and training runs; report one suite at a time "
+                          "(qbench report suite=<name>)")
+    return False
+
+
+def _theory_values(group: pd.DataFrame, key: str) -> np.ndarray:
+    if key not in group.columns:
+        return np.array([])
+    values = pd.to_numeric(group[key], errors="coerce").to_numpy(dtype=float)
+    return values[np.isfinite(values)]
+
+
+def _theory_num(group: pd.DataFrame, key: str, spec: str, reduce: str = "mean") -> str:
+    """Seed mean (± std when seeds disagree), or the min/max over seeds; "—" where no complete record has a value."""
+    values = _theory_values(group, key)
+    if not len(values):
+        return "—"
+    if reduce == "min":
+        return format(values.min(), spec)
+    if reduce == "max":
+        return format(values.max(), spec)
+    mean = format(values.mean(), spec)
+    std = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{mean} ± {format(std, spec)}" if len(values) > 1 and format(std, spec) != format(0.0, spec) else mean
+
+
+def _theory_checks(group: pd.DataFrame) -> str:
+    columns = sorted(c for c in group.columns if c.startswith("checks."))
+    results: dict[str, bool] = {}
+    for column in columns:
+        values = [v for v in group[column] if not _is_missing(v)]
+        if values:
+            results[column[len("checks."):]] = all(_as_bool(v) for v in values)
+    if not results:
+        return "—"
+    failed = [name for name, ok in results.items() if not ok]
+    return f"{len(results)}/{len(results)} pass" if not failed else "FAIL: " + ", ".join(failed)
+
+
+def _theory_seeds(group: pd.DataFrame) -> str:
+    counts = Counter(group["status"])
+    ok = counts.pop("complete", 0)
+    extras = [f"{counts[s]} {s}" for s in _status_words(counts)]
+    return ", ".join([f"n={ok}"] + extras)
+
+
+def _theory_estimator_table(est: pd.DataFrame) -> pd.DataFrame:
+    labels = sorted(est["estimator"].map(str).unique(),
+                    key=lambda e: (_THEORY_ORDER.index(e) if e in _THEORY_ORDER else len(_THEORY_ORDER), e))
+    rows = []
+    for label in labels:
+        group = est[est["estimator"].map(str) == label]
+        done = group[group["status"] == "complete"]
+        source = _uniform(done.get("estimator_source", pd.Series(dtype=object)).dropna()) if len(done) else None
+        rows.append({
+            "estimator": label,
+            "E g from": source if isinstance(source, str) else "—",
+            "cos(E g, ∂f/∂w) mean [min]":
+                f"{_theory_num(done, 'cos_mean', '.3f')} [{_theory_num(done, 'cos_min', '.3f', 'min')}]",
+            "cos, Monte Carlo mean [min]":
+                f"{_theory_num(done, 'cos_mc_mean', '.3f')} [{_theory_num(done, 'cos_mc_min', '.3f', 'min')}]",
+            "E g vs MC: max |Δ| (max z)":
+                f"{_theory_num(done, 'mc_max_abs_err', '.1e', 'max')} ({_theory_num(done, 'mc_max_z', '.1f', 'max')})",
+            "‖E g‖ at θ = π [spec §8]": f"{_theory_num(done, 'spurious_grad_norm', '.4f')} "
+                                        f"[{_theory_num(done, 'spurious_grad_norm_formula', '.4f')}]",
+            "‖E g‖ at θ = π, MC ± se": f"{_theory_num(done, 'spurious_grad_norm_mc', '.4f')} ± "
+                                       f"{_theory_num(done, 'spurious_grad_mc_stderr', '.4f')}",
+            "training: final f, θ (draw 1)":
+                f"{_theory_num(done, 'train_final_loss', '.2e')}, {_theory_num(done, 'train_final_theta', '.3f')}",
+            "global / spurious / loss-rise rate":
+                " / ".join(_theory_num(done, k, ".2f") for k in ("train_global_rate", "train_spurious_rate",
+                                                               "train_loss_rise_rate")),
+            "checks": _theory_checks(done),
+            "seeds": _theory_seeds(group),
+            "wall time": _fmt_seconds(_median(_theory_values(done, "wall_time_s"))),
+        })
+    return pd.DataFrame(rows)
+
+
+def _theory_recurrence_table(rec: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for quantizer in sorted(rec["quantizer"].map(str).unique()):
+        group = rec[rec["quantizer"].map(str) == quantizer]
+        done = group[group["status"] == "complete"]
+        rows.append({
+            "Q": quantizer,
+            "steps, η": f"{_theory_num(done, 'steps', '.0f')}, {_theory_num(done, 'lr', 'g')}",
+            "visits of Q(w*)": _theory_num(done, "n_visits", ".0f"),
+            "in the last quarter": _theory_num(done, "visits_last_quarter", ".0f"),
+            "first / last visit": f"{_theory_num(done, 'first_visit', '.0f', 'min')} / "
+                                  f"{_theory_num(done, 'last_visit', '.0f', 'max')}",
+            "distinct Q(w_t), last quarter": _theory_num(done, "distinct_states_last_quarter", ".0f"),
+            "mean flip rate": _theory_num(done, "mean_flip_rate", ".4f"),
+            "mean Hamming to Q(w*), last quarter": _theory_num(done, "mean_hamming_last_quarter", ".3f"),
+            "f at Q(w*) / min f at Q(w_t)":
+                f"{_theory_num(done, 'optimum_loss', '.4f')} / {_theory_num(done, 'min_loss_q', '.4f', 'min')}",
+            "checks": _theory_checks(done),
+            "seeds": _theory_seeds(group),
+        })
+    return pd.DataFrame(rows)
+
+
+def _theory_cells(runs: pd.DataFrame) -> pd.DataFrame:
+    """The CSV: one row per (part, estimator or quantizer, metric) with n, mean, std, min, max over complete seeds."""
+    rows = []
+    for part, key, metrics in (("estimator", "estimator", _THEORY_METRICS),
+                               ("recurrence", "quantizer", _RECURRENCE_METRICS)):
+        subset = runs[runs["theory_part"] == part] if "theory_part" in runs.columns else runs.iloc[0:0]
+        for label in sorted(subset[key].map(str).unique()) if len(subset) else []:
+            done = subset[(subset[key].map(str) == label) & (subset["status"] == "complete")]
+            for metric in metrics:
+                values = _theory_values(done, metric)
+                rows.append({"part": part, "name": label, "metric": metric, "n": len(values),
+                             "mean": values.mean() if len(values) else np.nan,
+                             "std": values.std(ddof=1) if len(values) > 1 else np.nan,
+                             "min": values.min() if len(values) else np.nan,
+                             "max": values.max() if len(values) else np.nan})
+    return pd.DataFrame(rows, columns=["part", "name", "metric", "n", "mean", "std", "min", "max"])
+
+
+def build_theory_leaderboard(runs: pd.DataFrame, *, suite: str | None = None) -> Leaderboard:
+    """The report of a theory suite (records of :mod:`qbench.theory_suite`): a table of estimators with the spec §8
+    checks as columns, a table of the spec §6 recurrence toy per quantizer, and the notes that define each column."""
+    from . import __version__
+
+    runs = runs.copy()
+    if "theory_part" not in runs.columns:
+        runs["theory_part"] = "estimator"
+    for column in ("estimator", "quantizer"):
+        if column not in runs.columns:
+            runs[column] = None
+    suite = suite or ", ".join(sorted(runs["suite"].map(str).unique()))
+    est = runs[runs["theory_part"] == "estimator"]
+    rec = runs[runs["theory_part"] == "recurrence"]
+    table = _theory_estimator_table(est) if len(est) else pd.DataFrame({"estimator": []})
+    status = Counter(runs["status"])
+    versions = sorted({str(v) for v in runs["qbench_version"] if not _is_missing(v)}) or ["unknown"]
+    status_text = ", ".join(f"{status[s]} {s}" for s in _status_words(status))
+    header = [
+        f"Suite `{suite}` (theory): {len(runs)} records ({status_text});"
+        f" records from qbench {', '.join(versions)}; report by qbench {__version__}.",
+        "Two-linear-layer Gaussian model y = vᵀσ(Zw), σ(x) = 1{x > 0} (spec §8; Yin et al., *Understanding "
+        "straight-through estimator …*, ICLR 2019) and the recurrence toy of spec §6 (Long, Yin, Xin, arXiv "
+        "2012.05529). Values are seed means (± std where seeds differ).",
+    ]
+    options = {k[len("cfg.theory."):]: v for k, v in runs.iloc[0].items()
+               if str(k).startswith("cfg.theory.") and not _is_missing(v)}
+    if options:
+        header.append("Options: " + ", ".join(f"{k}={options[k]}" for k in sorted(options)) + ".")
+    notes = [
+        "cos(E g, ∂f/∂w): cosine of the expected coarse gradient (closed form or quadrature) with the population "
+        "gradient ∂f/∂w, "
+        "mean [min] over the random draws (theory.n_draws); Monte Carlo: the same with E g from theory.mc_samples "
+        "samples on the first theory.mc_draws draws. STE paper: positive for relu and clipped relu.",
+        "E g vs MC: largest |E g − Monte Carlo| over draws and coordinates, and the largest ratio to the Monte "
+        "Carlo standard error (z); z below ~4 means the closed form (or quadrature) is right.",
+        "‖E g‖ at θ = π: at the spurious critical point v = (I+J)⁻¹(J−I)v*, w = −‖w‖w* of the first draw; [spec §8] "
+        "is 2(m−1)(1ᵀv*)²/(√(2π)(m+1)²) for identity and 0 for relu: the identity STE does not stop there. MC ± se: "
+        "the Monte Carlo norm and the norm of its standard error (its noise floor).",
+        "training: coarse gradient descent (STE paper, Algorithm 1) from theory.train_draws draws: final f and θ of "
+        "the first draw (curves in the plots); rates = share of draws that reach the global minimum (final f < 1e-6 × "
+        "initial), end at the spurious θ = π, or whose loss climbs in the second half.",
+        "Estimators other than identity / relu / clipped_relu come from a method's activation quantizer (its "
+        "backward is its μ'); their E g is one-dimensional Gaussian quadrature (qbench.theory_suite."
+        "QuadratureEstimator, checked against Monte Carlo like the closed forms), so every column applies.",
+    ]
+    sections = []
+    if len(rec):
+        sections.append(("Recurrence toy (spec §6; REC paper)", _theory_recurrence_table(rec)))
+        notes.append("Recurrence toy: projected coarse gradient w ← w − η·E g_relu(Q(w)) (BCGD with ρ = 0) on the "
+                     "spec §8 model with v = v*; a visit is Q(w_t) equal to the quantized optimum Q(w*). REC paper: "
+                     "the iterates keep visiting the optimum without converging, so visits in the last quarter and "
+                     "several distinct Q(w_t) there are the checks (never exact counts).")
+    broken = runs[runs["status"] != "complete"]
+    for _, run in broken.head(20).iterrows():
+        lines = [] if _is_missing(run.get("error")) else str(run["error"]).strip().splitlines()
+        notes.append(f"{run['status']}: `{run['run_id']}`" + (f": {lines[0][:160]}" if lines else ""))
+    empty = pd.DataFrame()
+    best = pd.DataFrame(False, index=table.index, columns=table.columns)
+    return Leaderboard(suite, "theory", table, best, empty, empty, _theory_cells(runs), header, notes,
+                       kind="theory", sections=sections)
+
+
+def _render_theory(board: Leaderboard, fmt: str) -> str:
+    """Markdown / CSV / HTML / LaTeX of a theory board: header, the estimator table, further sections, notes."""
+    title = "Estimators on the two-linear-layer Gaussian model (spec §8)"
+    tables = [(title, board.table)] + [(t, f) for t, f in board.sections]
+    if fmt == "csv":
+        return board.cells.to_csv(index=False, lineterminator="\n")
+    if fmt == "md":
+        parts = [f"# qbench theory report: {board.suite}", "", *board.header, ""]
+        for name, frame in tables:
+            parts += [f"## {name}", "", frame.to_markdown(index=False, disable_numparse=True), ""]
+        if board.notes:
+            parts += ["## Notes", "", *[f"- {note}" for note in board.notes], ""]
+        return "\n".join(parts)
+    if fmt == "html":
+        esc = html.escape
+        parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+                 f"<title>qbench theory report: {esc(board.suite)}</title>", "</head>", "<body>",
+                 f"<h1>qbench theory report: {esc(board.suite)}</h1>",
+                 *[f"<p>{esc(line)}</p>" for line in board.header]]
+        for index, (name, frame) in enumerate(tables):
+            none = pd.DataFrame(False, index=frame.index, columns=frame.columns)
+            parts += [f"<h2>{esc(name)}</h2>", _styled(frame, none, f"{HTML_UUID}_theory{index}", "").to_html()]
+        if board.notes:
+            parts += ["<h2>Notes</h2>", "<ul>", *[f"<li>{esc(note)}</li>" for note in board.notes], "</ul>"]
+        return "\n".join(parts + ["</body>", "</html>", ""])
+    parts = [f"% qbench theory report: {board.suite}", *[f"% {line}" for line in board.header], ""]
+    for index, (name, frame) in enumerate(tables):
+        escaped = frame.map(_latex_escape)
+        escaped.columns = [_latex_escape(c) for c in frame.columns]
+        none = pd.DataFrame(False, index=escaped.index, columns=escaped.columns)
+        parts += [_styled(escaped, none, f"{HTML_UUID}_theory{index}", "").to_latex(
+            hrules=True, caption=_latex_escape(f"qbench {board.suite}: {name}"),
+            label=f"tab:qbench-{_latex_slug(board.suite)}-theory{index}", position_float="centering",
+            column_format="l" * len(frame.columns)), ""]
+    return "\n".join(parts + [*[f"% {note}" for note in board.notes], ""])

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 from typing import Any, ClassVar, Iterable
 
+import torch
 from torch import nn
 
 from .errors import BitsError, ConfigError
@@ -17,7 +18,7 @@ from .quant import weight as wq
 from .quant.activation import ALPHA_GRADS, ESTIMATORS, InputQuantizer, QuantReLU
 from .quant.learned import split_param_groups
 
-__all__ = ["Method", "HParam", "QuantReLUMethod", "latent_weights"]
+__all__ = ["Method", "HParam", "QuantReLUMethod", "latent_weights", "clip_latent_weights_"]
 
 
 class HParam:
@@ -186,6 +187,15 @@ def latent_weights(model: nn.Module) -> list[tuple[nn.Parameter, wq.WeightParame
     if info is None:
         return []
     return [(m.parametrizations.weight.original, m.parametrizations.weight[0]) for m in info.layers]
+
+
+def clip_latent_weights_(model: nn.Module, bound: float = 1.0) -> None:
+    """Clip every latent (float) weight to [−bound, bound] in place after the optimizer step: BinaryConnect's
+    Algorithm 1 (arXiv 1511.00363), kept by BNN, AQE and STE's 1-bit weights. Without it latent weights drift far
+    beyond ±1 where sign() never changes again."""
+    with torch.no_grad():
+        for latent, _ in latent_weights(model):
+            latent.clamp_(-bound, bound)
 
 
 class QuantReLUMethod(Method):

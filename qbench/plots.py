@@ -20,7 +20,8 @@ import pandas as pd
 from .errors import QbenchError
 from .results import atomic_write_bytes, read_jsonl
 
-__all__ = ["plot_accuracy_vs_bits", "plot_curves", "plot_pareto", "plot_recurrence", "write_plots"]
+__all__ = ["plot_accuracy_vs_bits", "plot_curves", "plot_pareto", "plot_recurrence", "write_plots",
+           "plot_theory_training", "write_theory_plots"]
 
 RECURRENCE_KEYS = ("loss_q", "hamming_to_best", "flip_rate")
 
@@ -225,8 +226,10 @@ def write_plots(
     with one line per method (seed mean). Metrics come from the ``metrics`` column, else from
     ``results_dir/<suite>/<run_id>/metrics.jsonl``.
     """
-    from .leaderboard import _column_of, _label_runs
+    from .leaderboard import _column_of, _is_theory, _label_runs
 
+    if _is_theory(df_runs):
+        return write_theory_plots(df_runs, results_dir, out_dir, suite)
     out_dir = Path(out_dir)
     paths = [plot_accuracy_vs_bits(df_runs, out_dir / f"{suite}_accuracy_vs_bits.png", metric=metric)]
     has_throughput = df_runs["train_img_s"].notna().any() and (df_runs["status"] == "complete").any()
@@ -240,15 +243,20 @@ def write_plots(
     runs["_label"] = _label_runs(runs)
     runs["_column"] = runs.apply(_column_of, axis=1)
     vary_policy = len({c.policy for c in runs["_column"] if c.policy}) > 1
-    for column in sorted(runs["_column"].unique()):
-        group = runs[runs["_column"] == column].sort_values(["_label", "seed", "run_id"], kind="stable")
+    # One figure per suite stage as well (config.stages): a continuation's epochs 1..k are not the epochs of the run
+    # it continues, and its small loss changes would vanish on the axis of a from-scratch training curve.
+    stages = runs["stage"] if "stage" in runs.columns else pd.Series("", index=runs.index)
+    runs["_stage"] = stages.map(lambda v: v if isinstance(v, str) else "")
+    for column, stage in sorted({(c, st) for c, st in zip(runs["_column"], runs["_stage"])}):
+        group = runs[(runs["_column"] == column) & (runs["_stage"] == stage)]
+        group = group.sort_values(["_label", "seed", "run_id"], kind="stable")
         curves: dict[str, list[list[dict]]] = {}
         for label, rows in zip(group["_label"], group["metrics"]):
             if isinstance(rows, list) and rows:
                 curves.setdefault(label, []).append(rows)
         if not curves:
             continue
-        parts = (column.dataset, column.arch, column.bits, column.policy if vary_policy else "")
+        parts = (column.dataset, column.arch, column.bits, column.policy if vary_policy else "", stage)
         name = _slug("_".join(p for p in parts if p))
         setting = " ".join(p for p in parts if p)
         paths.append(plot_curves(curves, out_dir / f"{suite}_curves_{name}.png", title=f"{suite}: {setting}"))
@@ -256,4 +264,94 @@ def write_plots(
         if with_diagnostics:
             paths.append(plot_recurrence(with_diagnostics, out_dir / f"{suite}_recurrence_{name}.png",
                                          title=f"{suite}: {setting}"))
+    return paths
+
+
+# ------------------------------------------------------------------------------------------------ theory suites
+def plot_theory_training(curves: Mapping[str, Sequence[Mapping]], path: str | Path, *,
+                         title: str | None = None) -> Path:
+    """Coarse gradient descent on the spec §8 model (STE paper, Algorithm 1): population loss f (log scale) and
+    θ(w, w*) per step, one colour per estimator; solid = the first training draw, dashed = median over the draws."""
+    fig, axes = _figure(ncols=1, nrows=2, width=6.5, height=2.8)
+    loss_ax, theta_ax = axes[0][0], axes[1][0]
+    for index, (label, rows) in enumerate(curves.items()):
+        color = f"C{index % 10}"
+        steps = [float(r.get("step", i)) for i, r in enumerate(rows)]
+        for ax, key, style, suffix, floor in ((loss_ax, "loss", "-", "", 1e-16),
+                                              (loss_ax, "loss_median", "--", " (median)", 1e-16),
+                                              (theta_ax, "theta", "-", "", None),
+                                              (theta_ax, "theta_median", "--", " (median)", None)):
+            values = [r.get(key) for r in rows]
+            if any(v is None for v in values):
+                continue
+            values = np.asarray(values, dtype=float)
+            if floor is not None:
+                ax.semilogy(steps, np.maximum(values, floor), style, color=color, lw=1.0, label=f"{label}{suffix}")
+            else:
+                ax.plot(steps, values, style, color=color, lw=1.0, label=f"{label}{suffix}")
+    loss_ax.set_ylabel("population loss f")
+    theta_ax.set_ylabel("θ(w, w*)")
+    theta_ax.axhline(math.pi, color="black", lw=0.6, ls=":")  # the spurious critical angle (spec §8)
+    theta_ax.set_xlabel("step")
+    for ax in (loss_ax, theta_ax):
+        ax.grid(alpha=0.3)
+    loss_ax.legend(fontsize="x-small", ncol=2)
+    if title:
+        fig.suptitle(title)
+    return _save(fig, path)
+
+
+def _toy_result(row: Mapping, rows: Sequence[Mapping]):
+    """A qbench.theory.RecurrenceResult rebuilt from a recurrence record and its per-step metrics."""
+    from .theory import RecurrenceResult
+
+    result = RecurrenceResult(
+        quantizer=str(row["quantizer"]), lr=float(row["lr"]), steps=len(rows) - 1, train_v=bool(row.get("train_v")),
+        at_optimum=np.array([bool(r["visit"]) for r in rows]), hamming=np.array([float(r["hamming"]) for r in rows]),
+        loss_q=np.array([float(r["loss_q"]) for r in rows]), flips=np.array([float(r["flip_rate"]) for r in rows]),
+        optimum_loss=float(row["optimum_loss"]))
+    result.summary = {"n_visits": int(result.at_optimum.sum()),
+                      "visits_last_quarter": int(result.at_optimum[(3 * result.steps) // 4:].sum())}
+    return result
+
+
+def write_theory_plots(df_runs: pd.DataFrame, results_dir: str | Path, out_dir: str | Path, suite: str) -> list[Path]:
+    """Plots of a theory suite, drawn from its records: ``<suite>_training_s<seed>.png`` (loss and θ of every
+    estimator, :func:`plot_theory_training`) and ``<suite>_recurrence_toy_<quantizer>_s<seed>.png`` (the spec §6 toy,
+    :func:`qbench.theory.plot_recurrence`: loss at Q(w_t), Hamming distance to the optimum, visits)."""
+    import os
+    import tempfile
+
+    from .theory import plot_recurrence as plot_toy
+
+    out_dir = Path(out_dir)
+    runs = df_runs[df_runs["status"] == "complete"].copy()
+    if "metrics" not in runs:
+        runs["metrics"] = [read_jsonl(Path(results_dir) / str(s) / str(r) / "metrics.jsonl")
+                           for s, r in zip(runs["suite"], runs["run_id"])]
+    part = runs["theory_part"] if "theory_part" in runs.columns else pd.Series("estimator", index=runs.index)
+    paths = []
+    estimators = runs[part == "estimator"]
+    for seed in sorted(estimators["seed"].dropna().unique()):
+        group = estimators[estimators["seed"] == seed]
+        curves = {str(e): rows for e, rows in zip(group["estimator"], group["metrics"])
+                  if isinstance(rows, list) and rows}
+        if curves:
+            paths.append(plot_theory_training(curves, out_dir / f"{suite}_training_s{int(seed)}.png",
+                                              title=f"{suite}: coarse gradient descent, seed {int(seed)}"))
+    for _, row in runs[part == "recurrence"].sort_values(["quantizer", "seed"], kind="stable").iterrows():
+        rows = row["metrics"]
+        if not isinstance(rows, list) or not rows:
+            continue
+        path = out_dir / f"{suite}_recurrence_toy_{_slug(str(row['quantizer']))}_s{int(row['seed'])}.png"
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".png")
+        os.close(fd)
+        try:  # theory.plot_recurrence writes in place; a temporary file + rename keeps the output atomic
+            plot_toy(_toy_result(row, rows), tmp)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        paths.append(path)
     return paths

@@ -20,12 +20,14 @@ from typing import Any, Callable
 
 from .config import parse_shard, to_dict, to_yaml
 from .errors import QbenchError
-from .results import SCHEMA_VERSION, atomic_write_json, atomic_write_text, env_info
+from .results import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, atomic_write_text, env_info
 
-__all__ = ["Cell", "plan_cells", "run_suite", "run_cell", "cell_config", "load_result", "FINISHED"]
+__all__ = ["Cell", "plan_cells", "run_suite", "run_cell", "cell_config", "load_result", "warm_start",
+           "resolve_init_run", "save_model", "FINISHED", "MODEL_FILE"]
 
 FINISHED = ("complete", "diverged")
 FP_BITS = "W32A32"
+MODEL_FILE = "model.pt"  # final weights of a run with model.save_final (what model.init_from_run loads)
 
 
 @dataclass(frozen=True)
@@ -36,12 +38,14 @@ class Cell:
     policy: str
     seed: int
     tuned: bool = False
+    stage: str = ""  # the suite stage (config.stage_configs); prefixes the run id so stages never share a run dir
 
     @property
     def run_id(self) -> str:
         label = self.method.replace(":", "-").replace(",", "-").replace("/", "_")
         tag = f"{label}-tuned" if self.tuned else label
-        return f"{tag}_{self.arch}_{self.bits}_{self.policy}_s{self.seed}"
+        prefix = f"{self.stage}_" if self.stage else ""
+        return f"{prefix}{tag}_{self.arch}_{self.bits}_{self.policy}_s{self.seed}"
 
 
 def parse_method_spec(spec: str, method_hparams: dict | None = None) -> tuple[str, dict]:
@@ -69,6 +73,7 @@ def plan_cells(cfg, *, on_unsupported: Callable[[str], None] | None = None) -> l
     from .registry import get_method_class
 
     cells: list[Cell] = []
+    stage = str(cfg.get("stage") or "")
     for method in cfg.methods:
         try:
             method_class = get_method_class(parse_method_spec(method, None)[0])
@@ -77,18 +82,20 @@ def plan_cells(cfg, *, on_unsupported: Callable[[str], None] | None = None) -> l
         for arch in cfg.model.archs:
             if method == "fp":
                 for seed in cfg.seeds:
-                    cells.append(Cell("fp", arch, FP_BITS, "fp", int(seed), bool(cfg.tuned)))
+                    cells.append(Cell("fp", arch, FP_BITS, "fp", int(seed), bool(cfg.tuned), stage))
                 continue
-            for bits in cfg.bits:
+            method_bits = list(cfg.method_bits.get(method, cfg.bits))
+            for bits in method_bits:
                 reason = method_class.unsupported_bits(parse_bits(bits)) if method_class else None
                 if reason and on_unsupported is not None and arch == cfg.model.archs[0]:
                     on_unsupported(f"{method} {parse_bits(bits)}: left out, {reason}")
             for policy in cfg.policies:
-                for bits in cfg.bits:
+                for bits in method_bits:
                     if method_class and method_class.unsupported_bits(parse_bits(bits)):
                         continue
                     for seed in cfg.seeds:
-                        cells.append(Cell(method, arch, str(parse_bits(bits)), policy, int(seed), bool(cfg.tuned)))
+                        cells.append(Cell(method, arch, str(parse_bits(bits)), policy, int(seed), bool(cfg.tuned),
+                                          stage))
     if cfg.shard:
         i, n = parse_shard(cfg.shard)
         # A stable hash of the run id (not Python's salted hash) so every machine computes the same partition.
@@ -99,7 +106,8 @@ def plan_cells(cfg, *, on_unsupported: Callable[[str], None] | None = None) -> l
 def cell_config(cfg, cell: Cell, extra: dict[str, Any] | None = None) -> dict:
     """The resolved config of one run: the suite's config narrowed to the cell, plus tuned/extra overrides."""
     data = to_dict(cfg)
-    data.update(methods=[cell.method], bits=[cell.bits], seeds=[cell.seed], policies=[cell.policy], shard=None)
+    data.update(methods=[cell.method], bits=[cell.bits], seeds=[cell.seed], policies=[cell.policy], shard=None,
+                method_bits={})
     data["model"]["archs"] = [cell.arch]
     for key, value in (extra or {}).items():
         node = data
@@ -108,7 +116,7 @@ def cell_config(cfg, cell: Cell, extra: dict[str, Any] | None = None) -> dict:
             node = node.setdefault(part, {})
         node[last] = value
     data["cell"] = {"method": cell.method, "arch": cell.arch, "bits": cell.bits, "policy": cell.policy,
-                    "seed": cell.seed, "tuned": cell.tuned, "run_id": cell.run_id}
+                    "seed": cell.seed, "tuned": cell.tuned, "stage": cell.stage, "run_id": cell.run_id}
     return data
 
 
@@ -215,6 +223,12 @@ def run_cell(cfg_dict: dict, run_dir: Path, *, resume: bool = True, progress: bo
     method = create_method(base_method, **hparams)
     model = model.to(device)
     quantize_model(model, method, cell["bits"], cell["policy"], input_size=splits.input_size)
+    init_from, init_loss_q = None, None
+    if m.get("init_from_run"):
+        # After the surgery, so the latent weights, BN statistics and quantizer state (α) all come from the source
+        # run; a checkpoint.pt of this cell (resume) still wins inside fit.
+        init_from = warm_start(model, run_dir.parent, cell, m["init_from_run"])
+        init_loss_q = _loss_q_on_slice(model, loaders[0], device, train_cfg, world)
     train_model = model
     if world > 1:
         train_model = _wrap_ddp(model, device)
@@ -237,7 +251,14 @@ def run_cell(cfg_dict: dict, run_dir: Path, *, resume: bool = True, progress: bo
         "num_params": sum(p.numel() for p in model.parameters()),
         "num_quantized_params": sum(mod.parametrizations.weight.original.numel() for mod in model.qbench_info.layers),
         "model_size_bits": model_size_bits(model),
+        "kind": "train", "stage": cell.get("stage") or None,
     }
+    if init_from is not None:
+        # The same quantity at the start and at the end of the continuation (per-epoch loss_q exists only for models
+        # with quantized weights; a W32A4 model has none), so "did the loss go up?" is read off the record.
+        final_loss_q = _loss_q_on_slice(model, loaders[0], device, train_cfg, world) \
+            if fit_result.status == "complete" else None
+        result.update(init_from_run=init_from, init_loss_q=init_loss_q, final_loss_q=final_loss_q)
     if fit_result.status == "complete" and evaluate_test:
         t0 = time.perf_counter()
         test = evaluate(model, loaders[2], device)
@@ -245,11 +266,67 @@ def run_cell(cfg_dict: dict, run_dir: Path, *, resume: bool = True, progress: bo
         result.update(test_top1=test["top1"], test_top5=test["top5"], test_loss=test["loss"],
                       infer_img_s=test["n"] / elapsed if elapsed > 0 else None)
     result["peak_mem_mb"] = _peak_mem_mb(device)
+    if writer and fit_result.status == "complete" and m.get("save_final"):
+        save_model(model, run_dir / MODEL_FILE)  # before result.json: a complete record implies its model.pt
     if writer:
         atomic_write_json(run_dir / "result.json", result)
         if fit_result.status in FINISHED and not cfg_dict.get("keep_checkpoint", False):
             (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return result
+
+
+def resolve_init_run(template: str, cell: dict) -> str:
+    """``model.init_from_run`` with the cell's {arch} {bits} {policy} {seed} filled in."""
+    try:
+        return str(template).format(arch=cell["arch"], bits=cell["bits"], policy=cell["policy"], seed=cell["seed"])
+    except (KeyError, IndexError, ValueError) as exc:
+        raise QbenchError(f"model.init_from_run '{template}' has a bad placeholder ({exc}); use only {{arch}}, "
+                          "{bits}, {policy} and {seed}") from None
+
+
+def warm_start(model, suite_dir: Path, cell: dict, template: str) -> str:
+    """Load the final weights (``model.pt``) of the completed run ``template`` (see :func:`resolve_init_run`) of the
+    same results dir into ``model``; returns that run id. Same architecture and quantizer structure load exactly;
+    otherwise :func:`qbench.models.load_checkpoint`'s mapping (float ⇄ latent weights) applies, with its warning."""
+    from .models import load_checkpoint
+
+    run_id = resolve_init_run(template, cell)
+    source = Path(suite_dir) / run_id
+    record = load_result(source)
+    status = (record or {}).get("status", "not run")
+    if status != "complete":
+        raise QbenchError(f"model.init_from_run: run '{run_id}' is {status} in {suite_dir}; run the suite (or stage) "
+                          "that trains it first, or fix the run id")
+    path = source / MODEL_FILE
+    if not path.is_file():
+        raise QbenchError(f"model.init_from_run: run '{run_id}' kept no {MODEL_FILE}; set model.save_final=true where "
+                          "it is trained and rerun that run with --fresh")
+    load_checkpoint(model, path)
+    return run_id
+
+
+def save_model(model, path: Path) -> None:
+    """The model's state dict (latent weights, BN statistics, quantizer state), written atomically."""
+    import io
+
+    import torch
+
+    from .distributed import unwrap
+
+    buffer = io.BytesIO()
+    torch.save(unwrap(model).state_dict(), buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _loss_q_on_slice(model, train_loader, device, train_cfg: dict, world: int) -> float | None:
+    """Loss at Q(w) (eval mode: hard quantizers) on the fixed training slice of the per-epoch ``loss_q`` of train.fit
+    (``train.diag_batches`` batches); None when that is 0."""
+    from .train import _diag_loader, evaluate
+
+    batches = int(train_cfg.get("diag_batches", 4) or 0)
+    if not batches:
+        return None
+    return evaluate(model, _diag_loader(train_loader), device, max_batches=batches * world)["loss"]
 
 
 def _wrap_ddp(model, device):
@@ -283,7 +360,7 @@ def _failure_record(cfg_dict: dict, exc: BaseException) -> dict:
             "method": cell["method"].partition(":")[0], "tuned": bool(cell.get("tuned")), "arch": cell["arch"],
             "bits": cell["bits"],
             "policy": cell["policy"], "seed": cell["seed"], "dataset": cfg_dict["data"]["name"],
-            "epochs": int(cfg_dict["train"]["epochs"])}
+            "epochs": int(cfg_dict["train"]["epochs"]), "kind": "train", "stage": cell.get("stage") or None}
 
 
 @dataclass
@@ -300,6 +377,18 @@ def run_suite(cfg, *, resume: bool = True, progress: bool = True, log: Callable[
         from .theory_suite import run_theory_suite_records
 
         return run_theory_suite_records(cfg, resume=resume, log=log)
+    if cfg.get("stages"):
+        from .config import stage_configs
+
+        # Stages run in order (a later stage may warm-start from an earlier one's runs: model.init_from_run).
+        outcome = SuiteRun()
+        for stage_cfg in stage_configs(cfg):
+            log(f"== stage {stage_cfg.stage} ==")
+            part = run_suite(stage_cfg, resume=resume, progress=progress, log=log, tuned_params=tuned_params)
+            outcome.results += part.results
+            outcome.skipped += part.skipped
+            outcome.failed += part.failed
+        return outcome
     from .distributed import broadcast_object
     from .registry import create_method, load_plugin
 
@@ -327,7 +416,7 @@ def run_suite(cfg, *, resume: bool = True, progress: bool = True, log: Callable[
             outcome.skipped.append(cell.run_id)
             continue
         if not resume and run_dir.exists() and rank == 0:
-            for name in ("checkpoint.pt", "metrics.jsonl", "result.json"):
+            for name in ("checkpoint.pt", "metrics.jsonl", "result.json", MODEL_FILE):
                 (run_dir / name).unlink(missing_ok=True)
         extra = tuned_params(cell) if (cell.tuned and tuned_params is not None) else {}
         cfg_dict = cell_config(cfg, cell, extra)

@@ -483,3 +483,24 @@ def test_import_qbench_does_not_import_matplotlib():
     subprocess.run([sys.executable, "-c", code], check=True)
     code = "import sys, qbench.leaderboard; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_tuning_cost_is_attached_to_tuned_rows_including_fp(tmp_path):
+    """Study summaries (as `qbench tune` writes them) give tuned rows their trials and CPU hours; the FP column has no
+    policy, so its study (policy fp) still matches; untuned rows show no cost."""
+    from qbench.leaderboard import load_tuning
+
+    for seed in range(2):
+        write_run(tmp_path, "fp", "W32A32", seed, 91.0 + seed, tuned=True)
+        write_run(tmp_path, "bcgd", "W1A4", seed, 88.0 + seed, tuned=True)
+        write_run(tmp_path, "bcgd", "W1A4", seed, 87.0 + seed)
+    tuning = tmp_path / SUITE / "tuning"
+    for method, bits, hours in (("fp", "W32A32", 0.25), ("bcgd", "W1A4", 1.5)):
+        atomic_write_json(tuning / f"{method}_resnet20_cifar_{bits}_fp.json", {
+            "study": f"{SUITE}/{method}", "method": method, "arch": "resnet20_cifar", "bits": bits, "policy": "fp",
+            "trials_finished": 7, "epochs_per_trial": 3, "cpu_hours": hours, "gpu_hours": 0.0})
+    board = build_leaderboard(load_runs(tmp_path, SUITE), tuning=load_tuning(tmp_path, SUITE), n_bootstrap=0)
+    costs = board.costs.set_index("method")
+    assert costs.loc["fp (tuned)", "tuning CPU-h"] == "0.250" and costs.loc["bcgd (tuned)", "tuning CPU-h"] == "1.500"
+    assert costs.loc["bcgd (tuned)", "tuning trials"] == "7 × 3 ep" and costs.loc["bcgd", "tuning trials"] == "—"
+    assert "tuning GPU-h" not in costs.columns

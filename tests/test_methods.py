@@ -5,38 +5,9 @@ import torch
 from torch import nn
 
 import qbench
+from _tiny import TinyNet, mid_latent as _latent, setup_tiny as _setup
 from qbench.quant import weight as wq
 from qbench.train import train_step
-
-
-class TinyNet(nn.Module):
-    """conv → relu → linear with a pretrained_cfg so the first/last policy can be set."""
-
-    pretrained_cfg = {"first_conv": "conv", "classifier": "fc", "input_size": (1, 4, 4)}
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)
-        self.act = nn.ReLU()
-        self.mid = nn.Conv2d(3, 3, 1, bias=False)
-        self.act2 = nn.ReLU()
-        self.fc = nn.Linear(48, 2)
-
-    def forward(self, x):
-        return self.fc(self.act2(self.mid(self.act(self.conv(x)))).flatten(1))
-
-
-def _setup(method, bits="W1A4", **hp):
-    torch.manual_seed(0)
-    model = TinyNet()
-    qbench.quantize_model(model, method, bits, "fp", **hp)
-    x = torch.randn(8, 1, 4, 4)
-    y = torch.randint(0, 2, (8,))
-    return model, model.qbench_info.method, x, y
-
-
-def _latent(model):
-    return model.mid.parametrizations.weight.original
 
 
 def _grad_at_q(model, x, y):

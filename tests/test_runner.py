@@ -140,3 +140,15 @@ def test_unsupported_bits_are_left_out_of_the_plan_with_the_reason():
     assert "quantizes weights only" in weight_only.unsupported_bits(parse_bits("W1A1"))
     with pytest.raises(BitsError, match="A32 keeps float activations"):
         weight_only().check_bits(parse_bits("W1A1"))
+
+
+def test_method_bits_give_one_method_its_own_bit_widths():
+    cfg = load_config("quickstart", ["methods=[fp,ste,bcgd]", "bits=[W1A4]", "seeds=[0]", "method_bits.ste=[W1A32,W2A2]"])
+    ids = [c.run_id for c in plan_cells(cfg)]
+    assert ids == ["fp_lenet5_W32A32_fp_s0", "ste_lenet5_W1A32_fp_s0", "ste_lenet5_W2A2_fp_s0", "bcgd_lenet5_W1A4_fp_s0"]
+    from qbench.errors import ConfigError, QbenchError
+
+    with pytest.raises(ConfigError, match="method_bits.lsq: 'lsq' is not in methods"):
+        load_config("quickstart", ["methods=[fp,ste]", "method_bits.lsq=[W2A2]"])
+    with pytest.raises(QbenchError, match="W1X4"):
+        load_config("quickstart", ["methods=[fp,ste]", "method_bits.ste=[W1X4]"])

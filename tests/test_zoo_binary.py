@@ -15,7 +15,9 @@ import timm
 import torch
 from torch import nn
 
+import _tiny
 import qbench
+from _tiny import mid_latent as _latent, setup_tiny
 import qbench.models  # noqa: F401  (registers lenet5 into timm)
 from qbench import theory
 from qbench.errors import BitsError, ConfigError
@@ -30,36 +32,16 @@ ZOO_BITS = {"binaryconnect": "W1A32", "bnn": "W1A1", "xnor": "W1A1", "bwn": "W1A
             "binaryrelax": "W2A32", "irnet": "W1A1", "bireal": "W1A1", "proxquant": "W1A32"}
 
 
-class TinyNet(nn.Module):
-    """conv → BN → ReLU → conv(mid) → BN → ReLU → linear; with policy fp only ``mid`` is quantized."""
+def TinyNet():
+    """_tiny.TinyNet with BN before each ReLU and a 3×3 mid conv of 4 channels (BNN/XNOR-style blocks)."""
+    return _tiny.TinyNet(**_NET)
 
-    pretrained_cfg = {"first_conv": "conv", "classifier": "fc", "input_size": (1, 4, 4)}
 
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(3)
-        self.act = nn.ReLU()
-        self.mid = nn.Conv2d(3, 4, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(4)
-        self.act2 = nn.ReLU()
-        self.fc = nn.Linear(64, 2)
-
-    def forward(self, x):
-        return self.fc(self.act2(self.bn2(self.mid(self.act(self.bn1(self.conv(x)))))).flatten(1))
+_NET = {"mid_channels": 4, "mid_kernel": 3, "batch_norm": True}
 
 
 def _setup(method, bits, **hp):
-    torch.manual_seed(0)
-    model = TinyNet()
-    qbench.quantize_model(model, method, bits, "fp", **hp)
-    x = torch.randn(8, 1, 4, 4)
-    y = torch.randint(0, 2, (8,))
-    return model, model.qbench_info.method, x, y
-
-
-def _latent(model):
-    return model.mid.parametrizations.weight.original
+    return setup_tiny(method, bits, net=_NET, **hp)
 
 
 def _twin_grad(weight, x, y, act=None):

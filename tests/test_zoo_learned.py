@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+import _tiny
 import qbench
 from qbench.errors import BitsError, ConfigError
 from qbench.methods.dorefa import DoReFaActivation, DoReFaWeight, dorefa_weight, quantize_k
@@ -26,21 +27,9 @@ D = torch.float64
 ZOO = ("dorefa", "pact", "lsq", "dsq")
 
 
-class TinyNet(nn.Module):
-    """conv → relu → conv → relu → linear; the middle conv is quantized under the fp policy."""
-
-    pretrained_cfg = {"first_conv": "conv", "classifier": "fc", "input_size": (1, 4, 4)}
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 3, padding=1, bias=False)
-        self.act = nn.ReLU()
-        self.mid = nn.Conv2d(3, 4, 1, bias=False)
-        self.act2 = nn.ReLU()
-        self.fc = nn.Linear(64, 2)
-
-    def forward(self, x):
-        return self.fc(self.act2(self.mid(self.act(self.conv(x)))).flatten(1))
+def TinyNet():
+    """_tiny.TinyNet with a 4-channel mid conv."""
+    return _tiny.TinyNet(mid_channels=4)
 
 
 class TinyMLP(nn.Module):

@@ -39,15 +39,17 @@ def bench_suite(cfg, *, log: Callable[[str], None] = print):
         h = w = int(cfg.data.input_size)
     b = cfg.bench
     method_hparams = to_dict(cfg).get("method_hparams") or {}
-    methods, hparams = [], {}
+    methods, hparams, bits = [], {}, {}
     for spec in cfg.methods:
         base, hp = parse_method_spec(spec, method_hparams)
         if base not in methods:
             methods.append(base)
             hparams[base] = hp
+            # the suite's bit-widths of this method (method_bits, else bits); unsupported ones are left out
+            bits[base] = [str(x) for x in cfg.method_bits.get(spec, cfg.bits)]
     if "fp" not in methods:
         methods.insert(0, "fp")
-    df = run_bench(archs=list(cfg.model.archs), methods=methods, bits_list=[str(x) for x in cfg.bits],
+    df = run_bench(archs=list(cfg.model.archs), methods=methods, bits_list=bits,
                    input_size=(c, h, w), num_classes=classes, in_chans=c, batch_size=int(b.batch_size),
                    device=cfg.train.device, amp_dtype=b.amp_dtype, channels_last=bool(b.channels_last),
                    compile=bool(b.compile), policy=cfg.policies[0], threads=b.threads, steps=int(b.steps),

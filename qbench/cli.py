@@ -113,7 +113,8 @@ def _print_summary(cfg) -> None:
         return
     board = build_leaderboard(runs, suite=cfg.name)
     print()
-    print(f"{cfg.name}: test top-1 (%), mean ± std over seeds  [results in {Path(cfg.results_dir) / cfg.name}]")
+    what = "estimator checks (spec §8)" if board.kind == "theory" else "test top-1 (%), mean ± std over seeds"
+    print(f"{cfg.name}: {what}  [results in {Path(cfg.results_dir) / cfg.name}]")
     print(board.table.to_markdown(index=False))
 
 

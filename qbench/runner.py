@@ -270,7 +270,7 @@ def run_cell(cfg_dict: dict, run_dir: Path, *, resume: bool = True, progress: bo
         save_model(model, run_dir / MODEL_FILE)  # before result.json: a complete record implies its model.pt
     if writer:
         atomic_write_json(run_dir / "result.json", result)
-        if fit_result.status in FINISHED and not cfg_dict.get("keep_checkpoint", False):
+        if fit_result.status in FINISHED:
             (run_dir / "checkpoint.pt").unlink(missing_ok=True)
     return result
 

@@ -141,3 +141,18 @@ def test_every_method_documents_defaults_and_search_space(name):
     assert set(space) <= set(cls.hparams), f"search space keys must be hyperparameters: {set(space) - set(cls.hparams)}"
     cls(**space)  # every sampled point is a valid configuration
     del trial
+
+
+def test_aqe_two_bit_weights_use_a_relative_threshold():
+    """h(W) at 2 bits: {−1, 0, +1} with Δ = 0.7·mean|W| (TWN's rule) by default — a fixed Δ = 0.5 would zero every
+    weight of a standard-initialised layer (|W| ≪ 0.5); the fixed threshold stays available."""
+    net = {"mid_channels": 4, "mid_kernel": 3}  # fan-in 27: |W| ≤ 1/√27 at timm/PyTorch's default init
+    model, _, _, _ = _setup("aqe", bits="W2A2", net=net)
+    model.eval()
+    w = _latent(model).detach()
+    delta = 0.7 * w.abs().mean()
+    expected = torch.where(w.abs() <= delta, torch.zeros_like(w), torch.sign(w))
+    assert torch.equal(model.mid.weight, expected) and (expected != 0).any() and (expected == 0).any()
+    fixed, _, _, _ = _setup("aqe", bits="W2A2", net=net, weight_ternary_delta=0.5)
+    fixed.eval()
+    assert w.abs().max() < 0.5 and torch.equal(fixed.mid.weight, torch.zeros_like(w))

@@ -102,6 +102,23 @@ def test_pow2_nearest_level_for_its_alpha(bits, c, gen):
     assert levels.numel() == 2**bits - 1
 
 
+@pytest.mark.parametrize("bits", [2, 3, 4, 6])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_nearest_pow2_level_closed_form_matches_brute_force(bits, dtype, gen):
+    """The closed form against a search over the levels, on random points and on every midpoint (ties go up),
+    the levels themselves, 0 and values beyond 1."""
+    n = 2 ** (bits - 1) - 1
+    levels = torch.tensor([0.0] + [2.0 ** (-j) for j in range(n - 1, -1, -1)], dtype=torch.float64)
+    mids = (levels[1:] + levels[:-1]) / 2
+    u = torch.cat([torch.rand(4000, generator=gen, dtype=torch.float64) * 1.3, levels, mids,
+                   torch.tensor([0.0, 1.0, 7.5])]).to(dtype)
+    dist = (u.double()[:, None] - levels[None, :]).abs()
+    # brute force: the nearest level; at an exact midpoint (two nearest) the upper one
+    best = dist.min(dim=1, keepdim=True).values
+    expected = torch.where(dist == best, levels[None, :], -1.0).max(dim=1).values
+    assert torch.equal(wq.nearest_pow2_level(u, bits).double(), expected)
+
+
 def test_pow2_refit_does_not_increase_error(gen):
     w = torch.randn(2000, generator=gen, dtype=torch.float64)
     e0 = (w - wq.pow2(w, 3, c=0.75)).pow(2).sum()

@@ -115,3 +115,13 @@ def test_amp_and_channels_last_are_off_on_cpu():
     df = run_bench(archs=["lenet5"], methods=["fp"], bits_list=["W1A4"], input_size=(1, 28, 28), num_classes=10,
                    batch_size=4, device="cpu", threads=1, amp_dtype="bf16", channels_last=True, **TINY)
     assert df["amp_dtype"].isna().all() and not df["channels_last"].any()
+
+
+def test_bench_configs_follow_method_bits_and_leave_out_unsupported_pairs():
+    """`qbench bench` measures what the suite runs: per-method bit-widths, nothing a method does not support."""
+    from qbench.throughput import _configs
+
+    assert _configs(["fp", "ste", "bcgd"], ["W1A4", "W3A4"]) == [
+        ("fp", "W32A32"), ("ste", "W1A4"), ("ste", "W3A4"), ("bcgd", "W1A4")]  # bcgd has no 3-bit weights
+    assert _configs(["fp", "twn", "ste"], {"twn": ["W2A2", "W2A32"], "ste": ["W1A1"]}) == [
+        ("fp", "W32A32"), ("twn", "W2A32"), ("ste", "W1A1")]  # twn quantizes weights only

@@ -53,7 +53,7 @@ def bench_suite(cfg, *, log: Callable[[str], None] = print):
                    input_size=(c, h, w), num_classes=classes, in_chans=c, batch_size=int(b.batch_size),
                    device=cfg.train.device, amp_dtype=b.amp_dtype, channels_last=bool(b.channels_last),
                    compile=bool(b.compile), policy=cfg.policies[0], threads=b.threads, steps=int(b.steps),
-                   warmup=int(b.warmup), min_run_time=float(b.min_run_time), results_dir=cfg.results_dir,
-                   suite=cfg.name, method_hparams=hparams, log=log)
+                   warmup=int(b.warmup), min_run_time=float(b.min_run_time), rounds=int(b.rounds),
+                   results_dir=cfg.results_dir, suite=cfg.name, method_hparams=hparams, log=log)
     log(format_bench(df))
     return df

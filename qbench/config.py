@@ -120,6 +120,7 @@ class BenchConfig:
     warmup: int = 5
     threads: Optional[int] = None  # CPU threads (default: torch's)
     min_run_time: float = 1.0  # CPU: seconds per measurement
+    rounds: int = 1  # repeat the whole sweep (FP included) and merge the samples: robust to drift on a shared machine
 
 
 @dataclass

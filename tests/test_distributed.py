@@ -40,14 +40,7 @@ EQUIV = ["data.name=digits", "data.train_subset=256", "data.batch_size=32", "mod
          "bits=[W1A4]", "seeds=[0]", "policies=[fp]", "train.epochs=2", "train.lr=0.05", "train.device=cpu"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make a tiny CPU run ~20× slower
-    when the cores are oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class TinyNet(nn.Module):

@@ -21,14 +21,7 @@ from qbench.runner import plan_cells
 CLASSES = ("n01440764", "n01443537", "n01484850")
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make a tiny CPU run ~20× slower
-    when the cores are oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_image_folder(root, n_train: int = 10, n_val: int = 3, size=(40, 48)):

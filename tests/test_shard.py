@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 
 import pytest
-import torch
 
 from qbench.cli import main
 from qbench.config import load_config
@@ -13,14 +12,7 @@ from qbench.leaderboard import load_runs
 from qbench.runner import plan_cells, run_suite
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """One intra-op thread: on a shared 2-core machine OpenMP's spinning threads make a tiny CPU run ~20× slower
-    when the cores are oversubscribed."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 TINY = ["data.name=digits", "methods=[fp,ste,bcgd]", "bits=[W1A4]", "seeds=[0,1]", "train.epochs=1",

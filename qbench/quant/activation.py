@@ -72,7 +72,9 @@ def quant_relu(x: Tensor, alpha: Tensor | float, bits: int) -> Tensor:
     """Forward of the quantized ReLU, ceil convention (BCGD code, spec §2):
     0 for x ≤ 0; kα for (k−1)α < x ≤ kα; Lα for x > Lα  ⇔  α·clip(⌈x/α⌉, 0, L)."""
     L = 2**bits - 1
-    return alpha * torch.clamp(torch.ceil(x / alpha), 0, L)
+    # One new tensor, then in place: on a CPU each fresh activation-sized buffer costs page faults comparable to the
+    # arithmetic, and this runs on every activation of the network.
+    return (x / alpha).ceil_().clamp_(0, L).mul_(alpha)
 
 
 class _QuantReLUFn(torch.autograd.Function):
@@ -176,7 +178,7 @@ def aqe_h(a: Tensor, bits: int, ternary_delta: float = 0.5) -> Tensor:
         return sign_nonzero(a)
     if bits == 2:
         return torch.where(a.abs() <= ternary_delta, torch.zeros_like(a), torch.sign(a))
-    return nearest_pow2_level(a.abs(), bits) * torch.sign(a)
+    return nearest_pow2_level(a.abs(), bits).copysign_(a)  # levels are ≥ 0; a = 0 maps to level 0 (±0.0)
 
 
 class _AQEFn(torch.autograd.Function):
@@ -184,7 +186,7 @@ class _AQEFn(torch.autograd.Function):
     def forward(ctx, a: Tensor, alpha: float, bits: int, ternary_delta: float) -> Tensor:
         ctx.save_for_backward(a)
         ctx.alpha = alpha
-        return alpha * aqe_h(a, bits, ternary_delta) + (1 - alpha) * a
+        return torch.lerp(a, aqe_h(a, bits, ternary_delta), alpha)  # α·h(a) + (1−α)·a in one fused pass
 
     @staticmethod
     def backward(ctx, grad: Tensor):

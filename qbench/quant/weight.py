@@ -116,8 +116,9 @@ def nearest_pow2_level(u: Tensor, bits: int) -> Tensor:
     ~3× cheaper per activation tensor, which is most of AQE's and LBW's overhead over FP (issue: ≤ 1.5× FP).
     Exact at the midpoints: ¾/(¾·2^{−m}) = 2^m and log2(2^m) = m are exact in floating point."""
     n = 2 ** (bits - 1) - 1
-    exponent = torch.ceil(torch.log2(0.75 / u)).clamp_(0, n - 1)  # u = 0 → +inf → n − 1, then zeroed below
-    return torch.where(u >= 2.0 ** (-n), torch.exp2(-exponent), 0.0)
+    # u = 0 → log2(inf) = inf → clamped to n − 1, then zeroed by the mask; one new tensor, the rest in place.
+    level = torch.div(0.75, u).log2_().ceil_().clamp_(0, n - 1).neg_().exp2_()
+    return level.masked_fill_(u < 2.0 ** (-n), 0.0)
 
 
 def pow2(w: Tensor, bits: int = 3, c: float = 0.75, refits: int = 0) -> Tensor:

@@ -113,7 +113,18 @@ def train_step(model: nn.Module, method, optimizer, x: torch.Tensor, y: torch.Te
     with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(x)
         loss = criterion(logits, y)
-    if not torch.isfinite(loss):
+    finite = torch.isfinite(loss.detach())
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        # Every rank must stop at the same step: a rank that stopped alone would leave the others waiting forever in
+        # DDP's gradient all-reduce. The host already syncs on this check every step, so one int all-reduce is free.
+        flag = finite.to(torch.int32)
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+        if not bool(flag):
+            here = float(loss.detach())
+            raise Diverged(f"loss became {here}" if not math.isfinite(here) else
+                           f"loss became non-finite on another rank (this rank: {here:.4g})")
+    elif not bool(finite):
         raise Diverged(f"loss became {float(loss.detach())}")
     if scaler is not None:
         scaler.scale(loss).backward()

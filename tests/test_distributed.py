@@ -70,6 +70,24 @@ if "qbench_ddp_tinynet" not in __import__("timm").list_models("qbench_ddp_tinyne
         return TinyNet(**kwargs)
 
 
+class NaNOnRank1(TinyNet):
+    """TinyNet whose logits turn NaN on rank 1 only, from its third training forward on: one rank diverges alone."""
+
+    def forward(self, x):
+        out = super().forward(x)
+        if self.training:
+            self.train_calls = getattr(self, "train_calls", 0) + 1
+            if qdist.rank() == 1 and self.train_calls >= 3:
+                out = out * float("nan")
+        return out
+
+
+if "qbench_ddp_nan_on_rank1" not in __import__("timm").list_models("qbench_ddp_nan_on_rank1"):
+    @register_model
+    def qbench_ddp_nan_on_rank1(pretrained: bool = False, **kwargs) -> NaNOnRank1:
+        return NaNOnRank1(**kwargs)
+
+
 def _cell_config(method: str, results_dir) -> dict:
     from qbench.config import load_config
     from qbench.runner import cell_config, plan_cells
@@ -77,7 +95,7 @@ def _cell_config(method: str, results_dir) -> dict:
     cfg = load_config("quickstart", [*EQUIV, f"methods=[{method}]", f"results_dir={results_dir}"])
     (cell,) = plan_cells(cfg)
     data = cell_config(cfg, cell)
-    data["keep_checkpoint"] = True  # the final weights are compared
+    data["model"]["save_final"] = True  # the final weights (model.pt) are compared
     return data
 
 
@@ -91,6 +109,18 @@ def _worker(out: str) -> None:
         for method in EQUIV_METHODS:
             data = _cell_config(method, out)
             run_cell(data, Path(out) / "suite" / data["cell"]["run_id"], progress=False, log=lambda _m: None)
+
+
+def _diverging_worker(out: str) -> None:
+    """torchrun entry point: one cell whose loss is NaN on rank 1 only."""
+    from qbench.runner import run_cell
+
+    torch.set_num_threads(1)
+    with qdist.session("cpu"):
+        data = _cell_config("ste", out)
+        data["model"]["archs"] = ["qbench_ddp_nan_on_rank1"]
+        data["cell"]["arch"] = "qbench_ddp_nan_on_rank1"
+        run_cell(data, Path(out) / "suite" / "diverging", progress=False, log=lambda _m: None)
 
 
 def _env() -> dict:
@@ -135,9 +165,9 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
         assert ddp["status"] == one["status"] == "complete", method
         # same global batches → same steps: final weights (latent weights, BCGD's learned α, biases) within fp32
         # rounding of the different reduction order
-        w_one = torch.load(tmp_path / "one" / run_id / "checkpoint.pt", weights_only=False)["model"]
-        w_ddp = torch.load(ddp_dir / "checkpoint.pt", weights_only=False)["model"]
-        assert set(w_one) == set(w_ddp), "the DDP checkpoint must hold the unwrapped model's keys (no 'module.')"
+        w_one = torch.load(tmp_path / "one" / run_id / "model.pt", weights_only=False)
+        w_ddp = torch.load(ddp_dir / "model.pt", weights_only=False)
+        assert set(w_one) == set(w_ddp), "the DDP run must save the unwrapped model's keys (no 'module.')"
         for key in w_one:
             torch.testing.assert_close(w_ddp[key], w_one[key], rtol=1e-4, atol=1e-5, msg=f"{method}: {key}")
         # metrics reduced across ranks equal the one-process metrics; recurrence diagnostics too
@@ -280,5 +310,16 @@ def test_global_batch_must_divide_by_the_world_size(tmp_path, monkeypatch):
         run_suite(cfg, progress=False)
 
 
+def test_a_rank_that_diverges_alone_stops_every_rank(tmp_path):
+    """NaN on one rank only: every rank stops at the same step (no hang in DDP's all-reduce), recorded as diverged."""
+    proc = subprocess.run([*TORCHRUN, __file__, "diverging-worker", str(tmp_path)], env=_env(), cwd=REPO,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads((tmp_path / "suite" / "diverging" / "result.json").read_text())
+    assert result["status"] == "diverged" and "on another rank" in result["error"], result  # rank 0 wrote it
+
+
 if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "worker":
     _worker(sys.argv[2])
+if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "diverging-worker":
+    _diverging_worker(sys.argv[2])

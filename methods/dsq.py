@@ -152,6 +152,14 @@ class DSQWeight(_DSQBase, WeightParametrization):
             self._init_from(latent)
         return dsq_hard(latent, self.lo.to(latent.dtype), self.hi.to(latent.dtype), self.bits)
 
+    def codes(self, latent: Tensor) -> Tensor:
+        # Level index j of l + jΔ (0 … 2^b − 1): DSQ's grid is not symmetric about 0, so the default
+        # round(q / min|q|) would not be an index (and could exceed any small integer type).
+        with torch.no_grad():
+            lo, hi = self.lo.to(latent.dtype), self.hi.to(latent.dtype)
+            delta = (hi - lo) / (2 ** self.bits - 1)
+            return torch.round((self.hard(latent) - lo) / delta).to(torch.int32)
+
 
 class DSQQuantizer(_DSQBase):
     """DSQ for activations (replacing a ReLU: l = 0 fixed, u learned) or for a signed layer input (l and u

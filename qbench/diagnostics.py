@@ -13,7 +13,6 @@ import torch
 from torch import nn
 
 from .method import latent_weights
-from .quant.weight import level_codes
 
 __all__ = ["RecurrenceTracker"]
 
@@ -31,8 +30,8 @@ class RecurrenceTracker:
         out = []
         with torch.no_grad():
             for latent, param in latent_weights(model):
-                per_channel = bool(getattr(param, "per_channel", False))  # one scale per output channel
-                out.append(level_codes(param.hard(latent), per_channel).to(torch.int8).cpu().flatten())
+                # int16: codes of up to 16-bit grids fit (int8 wrapped around above 127 levels)
+                out.append(param.codes(latent).to(torch.int16).cpu().flatten())
         return out
 
     @staticmethod

@@ -433,6 +433,20 @@ def test_dsq_weight_bounds_start_at_min_max_and_the_bound_gradient_scale():
     assert grads["lsq"] == pytest.approx(grads["none"] / math.sqrt(60 * 3), rel=1e-6)
 
 
+@pytest.mark.parametrize("bits", [2, 4])
+def test_dsq_weight_codes_are_grid_indices(bits):
+    """The recurrence diagnostics compare level indices; DSQ's grid l + jΔ is asymmetric, so its codes are j
+    (brute force: the index of the nearest grid point of the hard weights)."""
+    torch.manual_seed(0)
+    w = torch.randn(6, 10) * 0.1 + 0.03
+    p = DSQWeight(bits)
+    p(w)
+    grid = p.lo + (p.hi - p.lo) / (2**bits - 1) * torch.arange(2**bits)
+    expected = (p.hard(w)[..., None] - grid).abs().argmin(-1)
+    codes = p.codes(w)
+    assert torch.equal(codes.long(), expected) and codes.min() >= 0 and codes.max() <= 2**bits - 1
+
+
 # ---------------------------------------------------------------------------------------- the methods end to end
 @pytest.mark.parametrize("name", ZOO)
 @pytest.mark.parametrize("bits", ["W2A2", "W4A4"])

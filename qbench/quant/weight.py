@@ -221,6 +221,13 @@ class WeightParametrization(nn.Module):
     def hard(self, latent: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def codes(self, latent: Tensor) -> Tensor:
+        """Integer level index of each entry of Q(latent), independent of the scale, for the recurrence diagnostics
+        (Hamming distance, flip rate; spec §6). Default: :func:`level_codes` of :meth:`hard`, right for grids
+        symmetric about 0 whose levels are multiples of the smallest one; a quantizer with another grid (e.g. DSQ's
+        l + jΔ) overrides it."""
+        return level_codes(self.hard(latent), self.per_channel)
+
 
 def describe_quantizer(fn: Callable) -> str:
     """Readable name of a quantizer function or a functools.partial of one (for reprs and ``qbench list``)."""

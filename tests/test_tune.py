@@ -11,6 +11,7 @@ import time
 
 import optuna
 import pytest
+from _self_kill import KILLED_TRIAL, self_killing_qbench
 from optuna.trial import TrialState
 from torch.utils.data import Dataset
 
@@ -301,31 +302,15 @@ def _cli(tmp_path, *extra):
             "--no-progress"]
 
 
-# The worker kills itself with SIGKILL when trial 1 reports its second epoch: deterministic on any machine speed
-# (polling the journal from outside missed trials that finish in a tenth of a second on a fast CI runner).
-_SELF_KILL = """
-import os, signal, sys
-import optuna
-from qbench.cli import main
-_report = optuna.trial.Trial.report
-def report(self, value, step):
-    if self.number == 1 and step == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return _report(self, value, step)
-optuna.trial.Trial.report = report
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_sigkill_mid_trial_then_restart_loses_nothing(tmp_path):
     """A worker killed mid-trial: on restart its trial is failed (its process is gone) and re-run with the same
     parameters; the trials it had finished are kept."""
     extra = ["methods=[fp]", "tune.pruner=none", "tune.n_trials=2", "tune.epochs=4"]
     cfg = tiny(tmp_path, *extra)
     argv = _cli(tmp_path, *extra)
-    proc = subprocess.run([sys.executable, "-c", _SELF_KILL, *argv[3:]], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(self_killing_qbench(*argv[3:]), capture_output=True, text=True, timeout=300)
     assert proc.returncode == -signal.SIGKILL, proc.stdout + proc.stderr
-    killed = 1
+    killed = KILLED_TRIAL
     study, _ = study_of(cfg, "fp")
     before = {t.number: (t.value, t.params) for t in study.trials if t.state == TrialState.COMPLETE}
     assert study.trials[killed].state == TrialState.RUNNING

@@ -13,6 +13,7 @@ import time
 import uuid
 
 import pytest
+from _self_kill import KILLED_TRIAL, self_killing_qbench
 
 URL = os.environ.get("QBENCH_TEST_POSTGRES_URL")
 TINY = ["data.name=digits", "data.train_subset=300", "data.batch_size=64", "model.archs=[lenet5]", "seeds=[0]",
@@ -76,31 +77,13 @@ def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tmp_path, pg_url
     name = f"pg_kill_{uuid.uuid4().hex[:8]}"
     extra = ["tune.n_trials=3", "tune.epochs=4"]
     cfg = _cfg(tmp_path, pg_url, name, *extra)
-    command = [sys.executable, "-m", "qbench", "tune", "suite=quickstart", *TINY, f"name={name}",
-               f"results_dir={tmp_path}", f"tune.storage={pg_url}", "tune.heartbeat_interval=1",
-               "tune.grace_period=3", *extra, "--no-progress"]
-    worker = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    killed = None
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and worker.poll() is None:
-            try:
-                trials = _study(cfg).get_trials(deepcopy=False)
-            except KeyError:  # the study is not created yet
-                trials = []
-            running = [t for t in trials if t.state == TrialState.RUNNING
-                       and t.user_attrs.get("qbench_worker", {}).get("pid") == worker.pid
-                       and 1 <= len(t.intermediate_values) <= 2]
-            if any(t.state == TrialState.COMPLETE for t in trials) and running:
-                os.kill(worker.pid, signal.SIGKILL)
-                killed = running[0].number
-                break
-            time.sleep(0.2)
-        worker.wait(timeout=30)
-    finally:
-        if worker.poll() is None:
-            worker.kill()
-    assert killed is not None, f"never saw the worker mid-trial: {worker.stdout.read()}"
+    args = ["tune", "suite=quickstart", *TINY, f"name={name}", f"results_dir={tmp_path}", f"tune.storage={pg_url}",
+            "tune.heartbeat_interval=1", "tune.grace_period=3", *extra, "--no-progress"]
+    # The worker SIGKILLs itself in trial 1 after one reported epoch (tests/_self_kill.py): trial 0 is complete and
+    # trial 1 is RUNNING in the database with a heartbeat that stops.
+    worker = subprocess.run(self_killing_qbench(*args), capture_output=True, text=True, timeout=300)
+    assert worker.returncode == -signal.SIGKILL, worker.stdout[-3000:] + worker.stderr[-3000:]
+    killed = KILLED_TRIAL
     assert _study(cfg).trials[killed].state == TrialState.RUNNING  # nobody knows yet
 
     # A second worker joins: it runs what is left, then waits for the dead worker's trial, which the heartbeat fails

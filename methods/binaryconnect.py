@@ -95,12 +95,6 @@ class BinaryConnect(Method):
         # eq. 1: w_b = sign(w), straight-through: the gradient taken at w_b is applied to w (Algorithm 1)
         return wq.StraightThroughWeight(wq.sign_nonzero, 2, cancel_outside=cancel)
 
-    def activation_quantizer(self, bits):
-        return None
-
-    def input_quantizer(self, bits, signed):
-        return None
-
     def after_step(self, model):
         if self.hp.clip_weights:
             clip_latent_weights_(model)  # Algorithm 1: w_t ← clip(w_{t−1} − η·∂C/∂w_b)

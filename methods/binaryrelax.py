@@ -114,12 +114,6 @@ class BinaryRelax(Method):
             fn = functools.partial(wq.ternary_twn, bcgd_code_scale=self.hp.ternary == "code")
         return RelaxedWeight(fn, wq.num_levels(bits), self.lam_t)
 
-    def activation_quantizer(self, bits):
-        return None
-
-    def input_quantizer(self, bits, signed):
-        return None
-
     def on_epoch_start(self, model, epoch, epochs):
         self.hard_t = epoch >= self.hard_start(epochs)
         self.lam_t = self.lambda_at(epoch)

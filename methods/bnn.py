@@ -17,7 +17,6 @@ activations binary except the network input — use ``policy=quantized`` to matc
 Recipe (paper): Adam (shift-based AdaMax), BN, exponentially decaying lr, many epochs (e.g. 500 on CIFAR-10).
 """
 
-import torch
 from torch import nn
 
 from qbench import register_method

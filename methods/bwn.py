@@ -22,6 +22,8 @@ class BinaryWeightNetwork(XNORNet):
     activation_bits = (32,)
     hparams = {"weight_grad": XNORNet.hparams["weight_grad"]}
 
+    # Overrides XNOR-Net's sign activations: unreachable through quantize_model (activation_bits = (32,)), but a
+    # direct call on this weight-only subclass must not hand out its parent's activation quantizer.
     def activation_quantizer(self, bits):
         return None
 

@@ -99,12 +99,6 @@ class ProxQuant(Method):
         self.check_weight_bits(bits)
         return ProxQuantWeight()
 
-    def activation_quantizer(self, bits):
-        return None
-
-    def input_quantizer(self, bits, signed):
-        return None
-
     def on_epoch_start(self, model, epoch, epochs):
         self.epoch = epoch
         self.frozen = epoch >= self.freeze_start(epochs)

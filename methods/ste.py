@@ -9,8 +9,6 @@ The paper's Table 1 setting keeps the weights float: run it as W32A2 / W32A4. Pa
 
 import functools
 
-import torch
-
 from qbench import register_method
 from qbench.method import HParam, QuantReLUMethod, clip_latent_weights_
 from qbench.quant import weight as wq

@@ -58,12 +58,6 @@ class TWN(Method):
         fn = functools.partial(twn_ternary, threshold=float(self.hp.threshold))
         return wq.StraightThroughWeight(fn, 3)  # Algorithm 1: the gradient at α·W^t updates W (straight through)
 
-    def activation_quantizer(self, bits):
-        return None
-
-    def input_quantizer(self, bits, signed):
-        return None
-
     def weight_levels(self, bits):
         return 3
 

@@ -851,7 +851,8 @@ def _merge_tuning(cell_rows: list[dict], tuning: pd.DataFrame | None) -> None:
     studies = {}
     for _, study in tuning.iterrows():
         base = str(study["method"]).partition(":")[0].lower()
-        studies.setdefault((base, str(study.get("arch")), str(study.get("bits")), str(study.get("policy"))), []).append(study)
+        key = (base, str(study.get("arch")), str(study.get("bits")), str(study.get("policy")))
+        studies.setdefault(key, []).append(study)
     for row in cell_rows:
         if not row["tuned"]:
             continue
@@ -862,7 +863,7 @@ def _merge_tuning(cell_rows: list[dict], tuning: pd.DataFrame | None) -> None:
                        for m in found]
         if not matches:
             continue
-        # Several variants of one method (ste:estimator=identity, ste:estimator=relu) tuned in one column: their costs add.
+        # Several variants of one method (ste:estimator=identity, …=relu) tuned in one column: their costs add.
         row["tune_trials"] = sum(int(m.get("trials_finished") or 0) for m in matches)
         row["tune_epochs_per_trial"] = int(matches[0].get("epochs_per_trial") or 0)
         row["tune_cpu_hours"] = sum(float(m.get("cpu_hours") or 0.0) for m in matches)

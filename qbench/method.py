@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Iterable
 import torch
 from torch import nn
 
+from .bits import FLOAT_BITS, Bits
 from .errors import BitsError, ConfigError
 from .quant import weight as wq
 from .quant.activation import ALPHA_GRADS, ESTIMATORS, InputQuantizer, QuantReLU
@@ -101,9 +102,8 @@ class Method:
             raise BitsError(reason)
 
     def check_weight_bits(self, bits: int) -> None:
-        if self.weight_bits is not None and bits not in self.weight_bits and bits < 32:
-            supported = ", ".join(f"W{b}" for b in self.weight_bits)
-            raise BitsError(f"method '{self.name}' supports {supported} weights (got W{bits}); add W32 for float weights")
+        """:meth:`check_bits` for a weight bit-width alone (a plugin's ``weight_quantizer`` guard)."""
+        self.check_bits(Bits(int(bits), FLOAT_BITS))
 
     def weight_quantizer(self, bits: int) -> nn.Module | None:
         """Parametrization module for a layer's weight at ``bits`` (None: keep float). Default: BinaryConnect-style

@@ -22,7 +22,7 @@ from .config import parse_shard, to_dict, to_yaml
 from .errors import QbenchError
 from .results import SCHEMA_VERSION, atomic_write_bytes, atomic_write_json, atomic_write_text, env_info
 
-__all__ = ["Cell", "plan_cells", "run_suite", "run_cell", "cell_config", "load_result", "warm_start",
+__all__ = ["Cell", "plan_cells", "supported_bits", "run_suite", "run_cell", "cell_config", "load_result", "warm_start",
            "resolve_init_run", "save_model", "FINISHED", "MODEL_FILE"]
 
 FINISHED = ("complete", "diverged")
@@ -63,39 +63,48 @@ def parse_method_spec(spec: str, method_hparams: dict | None = None) -> tuple[st
     return base, hparams
 
 
-def plan_cells(cfg, *, on_unsupported: Callable[[str], None] | None = None) -> list[Cell]:
-    """All cells of a suite in a fixed order; FP runs once per arch and seed at W32A32 (its policy is moot).
-
-    A (method, bit-width) pair outside what the method supports (``Method.unsupported_bits``: e.g. a weight-only
-    method at W1A1) is left out, with the reason passed to ``on_unsupported``: a zoo suite names one list of
-    bit-widths for every method."""
+def supported_bits(method: str, bits_list, on_unsupported: Callable[[str], None] | None = None) -> list[str]:
+    """The bit-widths of ``bits_list`` that ``method`` (a method spec) supports, normalised ("W1A4"); each one left
+    out (``Method.unsupported_bits``: e.g. a weight-only method at W1A1) is reported to ``on_unsupported``. An unknown
+    method keeps every bit-width: it fails with its own one-line error where it is created."""
     from .bits import parse_bits
     from .registry import get_method_class
 
+    try:
+        method_class = get_method_class(parse_method_spec(method, None)[0])
+    except QbenchError:
+        method_class = None
+    kept = []
+    for bits in bits_list:
+        parsed = parse_bits(bits)
+        reason = method_class.unsupported_bits(parsed) if method_class is not None else None
+        if reason is None:
+            kept.append(str(parsed))
+        elif on_unsupported is not None:
+            on_unsupported(f"{method} {parsed}: left out, {reason}")
+    return kept
+
+
+def plan_cells(cfg, *, on_unsupported: Callable[[str], None] | None = None) -> list[Cell]:
+    """All cells of a suite in a fixed order; FP runs once per arch and seed at W32A32 (its policy is moot).
+
+    Each method runs at ``method_bits[method]`` if the suite sets it, else at ``bits``; a bit-width the method does
+    not support is left out, with the reason passed to ``on_unsupported`` (see :func:`supported_bits`): a zoo suite
+    names one list of bit-widths for every method."""
     cells: list[Cell] = []
     stage = str(cfg.get("stage") or "")
     for method in cfg.methods:
-        try:
-            method_class = get_method_class(parse_method_spec(method, None)[0])
-        except QbenchError:
-            method_class = None  # an unknown method fails with its own one-line error where it is created
-        for arch in cfg.model.archs:
-            if method == "fp":
+        if method == "fp":
+            for arch in cfg.model.archs:
                 for seed in cfg.seeds:
                     cells.append(Cell("fp", arch, FP_BITS, "fp", int(seed), bool(cfg.tuned), stage))
-                continue
-            method_bits = list(cfg.method_bits.get(method, cfg.bits))
-            for bits in method_bits:
-                reason = method_class.unsupported_bits(parse_bits(bits)) if method_class else None
-                if reason and on_unsupported is not None and arch == cfg.model.archs[0]:
-                    on_unsupported(f"{method} {parse_bits(bits)}: left out, {reason}")
+            continue
+        method_bits = supported_bits(method, cfg.method_bits.get(method, cfg.bits), on_unsupported)
+        for arch in cfg.model.archs:
             for policy in cfg.policies:
                 for bits in method_bits:
-                    if method_class and method_class.unsupported_bits(parse_bits(bits)):
-                        continue
                     for seed in cfg.seeds:
-                        cells.append(Cell(method, arch, str(parse_bits(bits)), policy, int(seed), bool(cfg.tuned),
-                                          stage))
+                        cells.append(Cell(method, arch, bits, policy, int(seed), bool(cfg.tuned), stage))
     if cfg.shard:
         i, n = parse_shard(cfg.shard)
         # A stable hash of the run id (not Python's salted hash) so every machine computes the same partition.
@@ -190,7 +199,7 @@ def run_cell(cfg_dict: dict, run_dir: Path, *, resume: bool = True, progress: bo
     from .models import create_model
     from .quant.apply import model_size_bits, quantize_model
     from .registry import create_method, load_plugin
-    from .train import evaluate, fit
+    from .train import evaluate, fit, loss_at_q
 
     for plugin in cfg_dict.get("plugins") or []:
         load_plugin(plugin)
@@ -224,11 +233,12 @@ def run_cell(cfg_dict: dict, run_dir: Path, *, resume: bool = True, progress: bo
     model = model.to(device)
     quantize_model(model, method, cell["bits"], cell["policy"], input_size=splits.input_size)
     init_from, init_loss_q = None, None
+    diag_batches = int(train_cfg.get("diag_batches", 4) or 0)  # the slice of fit's per-epoch loss at Q(w)
     if m.get("init_from_run"):
         # After the surgery, so the latent weights, BN statistics and quantizer state (α) all come from the source
         # run; a checkpoint.pt of this cell (resume) still wins inside fit.
         init_from = warm_start(model, run_dir.parent, cell, m["init_from_run"])
-        init_loss_q = _loss_q_on_slice(model, loaders[0], device, train_cfg, world)
+        init_loss_q = loss_at_q(model, loaders[0], device, diag_batches, world)
     train_model = model
     if world > 1:
         train_model = _wrap_ddp(model, device)
@@ -256,7 +266,7 @@ def run_cell(cfg_dict: dict, run_dir: Path, *, resume: bool = True, progress: bo
     if init_from is not None:
         # The same quantity at the start and at the end of the continuation (per-epoch loss_q exists only for models
         # with quantized weights; a W32A4 model has none), so "did the loss go up?" is read off the record.
-        final_loss_q = _loss_q_on_slice(model, loaders[0], device, train_cfg, world) \
+        final_loss_q = loss_at_q(model, loaders[0], device, diag_batches, world) \
             if fit_result.status == "complete" else None
         result.update(init_from_run=init_from, init_loss_q=init_loss_q, final_loss_q=final_loss_q)
     if fit_result.status == "complete" and evaluate_test:
@@ -316,17 +326,6 @@ def save_model(model, path: Path) -> None:
     buffer = io.BytesIO()
     torch.save(unwrap(model).state_dict(), buffer)
     atomic_write_bytes(path, buffer.getvalue())
-
-
-def _loss_q_on_slice(model, train_loader, device, train_cfg: dict, world: int) -> float | None:
-    """Loss at Q(w) (eval mode: hard quantizers) on the fixed training slice of the per-epoch ``loss_q`` of train.fit
-    (``train.diag_batches`` batches); None when that is 0."""
-    from .train import _diag_loader, evaluate
-
-    batches = int(train_cfg.get("diag_batches", 4) or 0)
-    if not batches:
-        return None
-    return evaluate(model, _diag_loader(train_loader), device, max_batches=batches * world)["loss"]
 
 
 def _wrap_ddp(model, device):

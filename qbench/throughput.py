@@ -62,8 +62,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .bits import parse_bits
-from .errors import ConfigError, QbenchError
+from .errors import ConfigError
 
 __all__ = [
     "BENCH_KEYS",
@@ -415,24 +414,17 @@ def _configs(methods: Iterable[str], bits_list: Iterable[str] | Mapping[str, Ite
     """(method, bits) pairs: FP first, once, at W32A32 (the reference), then every method × bits.
 
     ``bits_list`` is one list for every method or ``{method: [bits, ...]}`` (a suite's ``method_bits``); pairs a
-    method does not support (``Method.unsupported_bits``) are left out, as a suite's cells are."""
-    from .registry import get_method_class
+    method does not support are left out, as a suite's cells are (:func:`qbench.runner.supported_bits`)."""
+    from .runner import supported_bits
 
     out = [("fp", FP_BITS)]
     for method in methods:
         method = str(method).lower()
         if method == "fp":
             continue
-        try:
-            method_class = get_method_class(method)
-        except QbenchError:
-            method_class = None  # measured anyway: the row records the one-line error
-        for bits in (bits_list.get(method, ()) if isinstance(bits_list, Mapping) else bits_list):
-            pair = (method, str(parse_bits(bits)))
-            if method_class is not None and method_class.unsupported_bits(parse_bits(bits)):
-                continue
-            if pair not in out:
-                out.append(pair)
+        for bits in supported_bits(method, bits_list.get(method, ()) if isinstance(bits_list, Mapping) else bits_list):
+            if (method, bits) not in out:
+                out.append((method, bits))
     return out
 
 
@@ -474,7 +466,8 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
     atomic_write_json(path, [r for r in old if _row_key(r) not in new_keys] + rows)
 
 
-def run_bench(*, archs: Sequence[str], methods: Sequence[str], bits_list: Sequence[str] | Mapping[str, Sequence[str]], input_size,
+def run_bench(*, archs: Sequence[str], methods: Sequence[str],
+              bits_list: Sequence[str] | Mapping[str, Sequence[str]], input_size,
               num_classes: int, in_chans: int | None = None, batch_size: int = 128, device: str = "auto",
               amp_dtype=None, channels_last: bool = False, compile: bool = False, policy: str = "fp",
               threads: int | None = None, steps: int = 20, warmup: int = 5, min_run_time: float = 1.0,

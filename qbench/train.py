@@ -36,6 +36,7 @@ __all__ = [
     "build_scheduler",
     "train_step",
     "evaluate",
+    "loss_at_q",
     "fit",
 ]
 
@@ -113,19 +114,16 @@ def train_step(model: nn.Module, method, optimizer, x: torch.Tensor, y: torch.Te
     with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(x)
         loss = criterion(logits, y)
-    finite = torch.isfinite(loss.detach())
+    finite = torch.isfinite(loss.detach()).to(torch.int32)
     if torch.distributed.is_available() and torch.distributed.is_initialized() \
             and torch.distributed.get_world_size() > 1:
         # Every rank must stop at the same step: a rank that stopped alone would leave the others waiting forever in
         # DDP's gradient all-reduce. The host already syncs on this check every step, so one int all-reduce is free.
-        flag = finite.to(torch.int32)
-        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
-        if not bool(flag):
-            here = float(loss.detach())
-            raise Diverged(f"loss became {here}" if not math.isfinite(here) else
-                           f"loss became non-finite on another rank (this rank: {here:.4g})")
-    elif not bool(finite):
-        raise Diverged(f"loss became {float(loss.detach())}")
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not bool(finite):
+        here = float(loss.detach())
+        raise Diverged(f"loss became {here}" if not math.isfinite(here) else
+                       f"loss became non-finite on another rank (this rank: {here:.4g})")
     if scaler is not None:
         scaler.scale(loss).backward()
         if grad_clip:
@@ -280,15 +278,12 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
                "train_acc": train_acc, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
                "epoch_time_s": epoch_time, "train_img_s": seen * world_size / max(epoch_time, 1e-9),
                "wall_time_s": time.perf_counter() - t_start}
-        # Recurrence diagnostics (spec §6): the loss at Q(w_t) is measured with hard quantizers on a fixed slice
-        # of the training set (the first few batches of a sequential pass), so consecutive epochs are comparable.
-        # Under torchrun the loader's batch is the per-rank one: world_size times as many batches keep the slice
-        # (diag_batches global batches) the same as in one process.
-        diag_batches = int(_get(cfg, "diag_batches", 4) or 0)
-        if diag_batches and getattr(model, "qbench_info", None) is not None and model.qbench_info.layers:
-            loss_q = evaluate(model, _diag_loader(train_loader), device, amp_dtype=amp_dtype,
-                              channels_last=channels_last, max_batches=diag_batches * world_size)["loss"]
-            row.update(tracker.update(model, loss_q))
+        # Recurrence diagnostics (spec §6): loss at Q(w_t) on a fixed training slice, so epochs are comparable.
+        if getattr(model, "qbench_info", None) is not None and model.qbench_info.layers:
+            loss_q = loss_at_q(model, train_loader, device, int(_get(cfg, "diag_batches", 4) or 0), world_size,
+                               amp_dtype=amp_dtype, channels_last=channels_last)
+            if loss_q is not None:
+                row.update(tracker.update(model, loss_q))
         history.append(row)
         if progress and rank == 0:
             log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}  "
@@ -303,6 +298,18 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
             epoch_callback(epoch, row)
     return FitResult("complete", epochs, history, None, time.perf_counter() - t_start,
                      _rate(images_seen, train_time))
+
+
+def loss_at_q(model: nn.Module, train_loader, device, diag_batches: int, world_size: int = 1, *, amp_dtype=None,
+              channels_last: bool = False) -> float | None:
+    """Loss at Q(w) (eval mode: hard quantizers) on a fixed slice of the training set — the first ``diag_batches``
+    batches of a sequential, un-augmented pass; None when ``diag_batches`` is 0. Under torchrun the loader's batch is
+    the per-rank one: ``world_size`` times as many batches keep the slice (diag_batches global batches) the same as
+    in one process."""
+    if not diag_batches:
+        return None
+    return evaluate(model, _diag_loader(train_loader), device, amp_dtype=amp_dtype, channels_last=channels_last,
+                    max_batches=diag_batches * world_size)["loss"]
 
 
 def _diag_loader(train_loader):

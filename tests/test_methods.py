@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import qbench
-from _tiny import TinyNet, mid_latent as _latent, setup_tiny as _setup
+from _tiny import mid_latent as _latent, setup_tiny as _setup
 from qbench.quant import weight as wq
 from qbench.train import train_step
 

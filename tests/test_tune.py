@@ -3,11 +3,9 @@ and after SIGKILL, two workers on one journal, tuned runs, and the one-line erro
 
 import dataclasses
 import json
-import os
 import signal
 import subprocess
 import sys
-import time
 
 import optuna
 import pytest
@@ -24,7 +22,6 @@ from qbench.tune import (
     StudySpec,
     _method_space,
     _sampler,
-    journal_path,
     mask_url,
     open_storage,
     summary_path,

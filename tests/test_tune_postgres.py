@@ -8,7 +8,6 @@ tests skip on a developer's machine; in CI (the CI variable is set) they fail in
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 

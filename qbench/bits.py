@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 from .errors import BitsError
 
-__all__ = ["Bits", "parse_bits", "FLOAT_BITS"]
+__all__ = ["Bits", "parse_bits", "FLOAT_BITS", "FP_BITS"]
 
 FLOAT_BITS = 32
+#: the bit spec of a full-precision run (method ``fp``): float weights and activations
+FP_BITS = "W32A32"
 _PATTERN = re.compile(r"^W(\d+|FP)A(\d+|FP)$", re.IGNORECASE)
 
 

@@ -70,15 +70,15 @@ def _load(args):
 
 
 def _cmd_run(args) -> int:
-    from .distributed import is_main, session
-    from .runner import run_suite
+    from .run.distributed import is_main, session
+    from .run.runner import run_suite
 
     cfg = _load(args)
     if args.from_file:
         _apply_from(cfg, args.from_file)
     tuned_params = None
     if cfg.tuned:
-        from .tune import tuned_overrides
+        from .tune.study import tuned_overrides
 
         tuned_params = lambda cell: tuned_overrides(cfg, cell)  # noqa: E731
     # Under torchrun (WORLD_SIZE > 1): one process group for the suite; only rank 0 prints (qbench.distributed).
@@ -105,7 +105,7 @@ def _apply_from(cfg, from_file) -> None:
 
 
 def _print_summary(cfg) -> None:
-    from .leaderboard import build_leaderboard, load_runs
+    from .report.leaderboard import build_leaderboard, load_runs
 
     try:
         runs = load_runs(cfg.results_dir, cfg.name)
@@ -119,7 +119,7 @@ def _print_summary(cfg) -> None:
 
 
 def _cmd_tune(args) -> int:
-    from .tune import tune_suite
+    from .tune.study import tune_suite
 
     cfg = _load(args)
     tune_suite(cfg, progress=not args.no_progress)
@@ -127,7 +127,7 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .leaderboard import report
+    from .report.leaderboard import report
 
     cfg = _load(args)
     paths = report(cfg.name, results_dir=cfg.results_dir, out_dir=args.out, where=args.where or None,
@@ -142,7 +142,7 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench import bench_suite
+    from .bench.suite import bench_suite
 
     cfg = _load(args)
     bench_suite(cfg)
@@ -178,7 +178,7 @@ def _cmd_list(args) -> int:
 
         import timm
 
-        from .models import ARCHS
+        from .run.models import ARCHS
 
         for name in sorted(ARCHS):
             if not args.pattern or fnmatch.fnmatch(name, args.pattern):

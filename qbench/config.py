@@ -354,7 +354,7 @@ def _load_yaml(path: Path) -> dict:
 
 def _validate(cfg: DictConfig) -> None:
     from .bits import parse_bits
-    from .train import OPTIMIZERS, SCHEDULES
+    from .run.train import OPTIMIZERS, SCHEDULES
 
     if cfg.kind not in ("train", "theory"):
         raise ConfigError(f"kind must be 'train' or 'theory', got '{cfg.kind}'")

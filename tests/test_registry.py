@@ -68,7 +68,7 @@ def test_plugin_file_is_discovered_and_trains_one_step(tmp_path):
     latent = model[0].parametrizations.weight.original
     before = latent.detach().clone()
     opt = torch.optim.SGD(method.param_groups(model), lr=0.1)
-    from qbench.train import train_step
+    from qbench.run.train import train_step
 
     train_step(model, method, opt, torch.randn(5, 1, 8, 8), torch.randint(0, 3, (5,)),
                criterion=torch.nn.CrossEntropyLoss())

@@ -1,0 +1,1 @@
+"""Training: suites → cells → one training run each (runner, train loop, data, models, torchrun support)."""

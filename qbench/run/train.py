@@ -1,0 +1,365 @@
+"""The training loop: one path for the 10-second quickstart and the ImageNet suite.
+
+Per step (spec §0): forward at Q(w) (the parametrizations), loss, backward with the method's estimators, then the
+method's update rule around the optimizer step: ``before_step`` (BCGD's blend), ``optimizer.step()``,
+``after_step`` (clipping, projections). Evaluation runs in ``eval()`` mode, where every quantizer is hard.
+
+Each epoch appends a row to ``metrics.jsonl`` and writes ``checkpoint.pt`` (atomically); ``fit(..., resume=True)``
+continues from the last complete epoch with the same result as an uninterrupted run on the CPU, because every
+source of randomness is re-seeded from (seed, epoch) at the start of each epoch. A non-finite loss stops the run as
+``diverged``.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .diagnostics import RecurrenceTracker
+from .distributed import load_on_main, unwrap
+from ..errors import ConfigError
+from ..results import atomic_write_bytes, read_jsonl, write_jsonl
+
+__all__ = [
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Diverged",
+    "FitResult",
+    "build_optimizer",
+    "build_scheduler",
+    "train_step",
+    "evaluate",
+    "loss_at_q",
+    "fit",
+]
+
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("constant", "multistep", "cosine", "exponential")
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+
+
+class Diverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class FitResult:
+    status: str  # "complete" | "diverged"
+    epochs_completed: int
+    history: list[dict] = field(default_factory=list)
+    error: str | None = None
+    wall_time_s: float = 0.0
+    train_img_s: float = float("nan")
+
+
+def _get(cfg: Any, key: str, default=None):
+    if isinstance(cfg, dict):
+        return cfg.get(key, default)
+    return getattr(cfg, key, default)
+
+
+def build_optimizer(param_groups: list[dict], cfg) -> torch.optim.Optimizer:
+    name = str(_get(cfg, "optimizer", "sgd")).lower()
+    lr, wd = float(_get(cfg, "lr", 0.1)), float(_get(cfg, "weight_decay", 0.0))
+    if name == "sgd":
+        return torch.optim.SGD(param_groups, lr=lr, momentum=float(_get(cfg, "momentum", 0.9)),
+                               nesterov=bool(_get(cfg, "nesterov", False)), weight_decay=wd)
+    if name == "adam":
+        return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd)
+    if name == "adamw":
+        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd)
+    raise ConfigError(f"unknown train.optimizer '{name}'; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def build_scheduler(optimizer, cfg, steps_per_epoch: int, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-step LR factor: multistep (γ at each milestone epoch), cosine with linear warm-up (per step),
+    exponential (γ per epoch), constant."""
+    name = str(_get(cfg, "schedule", "cosine")).lower()
+    if name not in SCHEDULES:
+        raise ConfigError(f"unknown train.schedule '{name}'; choose one of {', '.join(SCHEDULES)}")
+    gamma = float(_get(cfg, "gamma", 0.1))
+    milestones = sorted(int(m) for m in (_get(cfg, "milestones", None) or []))
+    warmup = int(round(float(_get(cfg, "warmup_epochs", 0) or 0) * steps_per_epoch))
+    total = max(1, epochs * steps_per_epoch)
+    min_factor = float(_get(cfg, "min_lr_factor", 0.0) or 0.0)
+
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        epoch = step // max(1, steps_per_epoch)
+        if name == "multistep":
+            return gamma ** sum(epoch >= m for m in milestones)
+        if name == "exponential":
+            return gamma**epoch
+        if name == "cosine":
+            t = (step - warmup) / max(1, total - warmup)
+            return min_factor + (1 - min_factor) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        return 1.0
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def train_step(model: nn.Module, method, optimizer, x: torch.Tensor, y: torch.Tensor, *, criterion,
+               scaler=None, amp_dtype=None, grad_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step of spec §0's skeleton; returns (loss, logits) detached. Raises :class:`Diverged` on NaN/inf."""
+    optimizer.zero_grad(set_to_none=True)
+    with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(x)
+        loss = criterion(logits, y)
+    finite = torch.isfinite(loss.detach()).to(torch.int32)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        # Every rank must stop at the same step: a rank that stopped alone would leave the others waiting forever in
+        # DDP's gradient all-reduce. The host already syncs on this check every step, so one int all-reduce is free.
+        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+    if not bool(finite):
+        here = float(loss.detach())
+        raise Diverged(f"loss became {here}" if not math.isfinite(here) else
+                       f"loss became non-finite on another rank (this rank: {here:.4g})")
+    if scaler is not None:
+        scaler.scale(loss).backward()
+        if grad_clip:
+            scaler.unscale_(optimizer)
+    else:
+        loss.backward()
+    if grad_clip:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    method.step_lr = float(optimizer.param_groups[0]["lr"])  # η_t of this step, for prox-type rules (Method.step_lr)
+    method.before_step(model)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    method.after_step(model)
+    return loss.detach(), logits.detach()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, device, *, amp_dtype=None, channels_last: bool = False,
+             max_batches: int | None = None) -> dict:
+    """Loss, top-1 and top-5 (percent) with hard-quantized weights and activations (``model.eval()``)."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct1, correct5, n = 0.0, 0, 0, 0
+    try:
+        for i, (x, y) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            x, y = _to_device(x, y, device, channels_last)
+            with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+            top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+            correct1 += int((top[:, 0] == y).sum())
+            correct5 += int((top == y[:, None]).any(dim=1).sum())
+            n += y.numel()
+    finally:
+        model.train(was_training)
+    if n == 0:
+        return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
+    return {"loss": loss_sum / n, "top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "n": n}
+
+
+def _to_device(x, y, device, channels_last: bool):
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, y.to(device, non_blocking=True)
+
+
+def _seed_epoch(loader, seed: int, epoch: int, rank: int) -> None:
+    """Re-seed every RNG the epoch uses from (seed, epoch): the shuffle, the augmentation and torch's global RNG.
+    This is what makes a resumed run identical to an uninterrupted one."""
+    torch.manual_seed(seed * 100_003 + epoch)
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(epoch)
+    gen = getattr(loader, "generator", None)
+    if gen is not None:
+        gen.manual_seed(seed * 100_003 + epoch)
+    dataset = loader.dataset
+    base = getattr(dataset, "dataset", dataset)
+    if hasattr(base, "reseed"):
+        base.reseed(seed * 1_000_003 + rank + 7919 * (epoch + 1))
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, seed: int = 0,
+        run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
+        epoch_callback: Callable[[int, dict], None] | None = None, rank: int = 0, world_size: int = 1,
+        log: Callable[[str], None] = print) -> FitResult:
+    """Train for ``cfg.epochs`` epochs; write metrics and a checkpoint each epoch when ``run_dir`` is given.
+
+    ``epoch_callback(epoch, row)`` is called after each epoch (Optuna's report/prune hook; it may raise to stop).
+    Only rank 0 writes files under torchrun.
+    """
+    train_loader, val_loader = loaders[0], loaders[1]
+    epochs = int(_get(cfg, "epochs", 1))
+    max_steps = _get(cfg, "max_steps_per_epoch", None)
+    steps_per_epoch = min(len(train_loader), int(max_steps)) if max_steps else len(train_loader)
+    amp_dtype = _amp_dtype(_get(cfg, "amp", False), device)
+    channels_last = bool(_get(cfg, "channels_last", False)) and device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    criterion = nn.CrossEntropyLoss(label_smoothing=float(_get(cfg, "label_smoothing", 0.0) or 0.0))
+    optimizer = build_optimizer(method.param_groups(model), cfg)
+    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, epochs)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    grad_clip = _get(cfg, "grad_clip", None)
+    forward_model = _maybe_compile(model, bool(_get(cfg, "compile", False)))
+    tracker = RecurrenceTracker()
+    history: list[dict] = []
+    start_epoch, wall_offset = 0, 0.0
+    run_dir = Path(run_dir) if run_dir is not None else None
+    writer = run_dir is not None and rank == 0
+
+    # Rank 0 reads the checkpoint and broadcasts it (qbench.distributed): every rank agrees whether to resume.
+    state = load_on_main(run_dir / CHECKPOINT, map_location=device) if run_dir is not None and resume else None
+    if state is not None:
+        torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state["model"], "module.")
+        unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        tracker.load_state_dict(state["tracker"])
+        history = read_jsonl(run_dir / METRICS)[: state["epoch"] + 1]
+        start_epoch, wall_offset = state["epoch"] + 1, float(state.get("wall_time_s", 0.0))
+        log(f"resumed from {run_dir / CHECKPOINT} after epoch {start_epoch}")
+
+    t_start = time.perf_counter() - wall_offset
+    images_seen, train_time = 0, 0.0
+    for epoch in range(start_epoch, epochs):
+        _seed_epoch(train_loader, seed, epoch, rank)
+        method.on_epoch_start(model, epoch, epochs)
+        model.train()
+        loss_sum, correct, seen = 0.0, 0, 0
+        t0 = time.perf_counter()
+        bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
+        try:
+            for step, (x, y) in enumerate(bar):
+                if step >= steps_per_epoch:
+                    break
+                x, y = _to_device(x, y, device, channels_last)
+                loss, logits = train_step(forward_model, method, optimizer, x, y, criterion=criterion, scaler=scaler,
+                                          amp_dtype=amp_dtype, grad_clip=grad_clip)
+                scheduler.step()
+                loss_sum += float(loss) * y.numel()
+                correct += int((logits.argmax(1) == y).sum())
+                seen += y.numel()
+                if hasattr(bar, "set_postfix") and step % 10 == 0:
+                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
+                                    img_s=f"{seen * world_size / max(time.perf_counter() - t0, 1e-9):.0f}")
+        except Diverged as exc:
+            _close(bar)
+            return FitResult("diverged", epoch, history, f"epoch {epoch + 1}: {exc}",
+                             time.perf_counter() - t_start, _rate(images_seen, train_time))
+        _close(bar)
+        epoch_time = time.perf_counter() - t0
+        images_seen += seen * world_size
+        train_time += epoch_time
+        train_loss, train_acc = _reduce(loss_sum, correct, seen, device, world_size)
+        val = evaluate(model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last)
+        row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
+               "train_acc": train_acc, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
+               "epoch_time_s": epoch_time, "train_img_s": seen * world_size / max(epoch_time, 1e-9),
+               "wall_time_s": time.perf_counter() - t_start}
+        # Recurrence diagnostics (spec §6): loss at Q(w_t) on a fixed training slice, so epochs are comparable.
+        if getattr(model, "qbench_info", None) is not None and model.qbench_info.layers:
+            loss_q = loss_at_q(model, train_loader, device, int(_get(cfg, "diag_batches", 4) or 0), world_size,
+                               amp_dtype=amp_dtype, channels_last=channels_last)
+            if loss_q is not None:
+                row.update(tracker.update(model, loss_q))
+        history.append(row)
+        if progress and rank == 0:
+            log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}  "
+                f"val top1 {val['top1']:.2f}  {row['train_img_s']:.0f} img/s")
+        if writer:
+            write_jsonl(run_dir / METRICS, history)
+            _save_checkpoint(run_dir / CHECKPOINT, {
+                "epoch": epoch, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
+                "tracker": tracker.state_dict(), "wall_time_s": row["wall_time_s"]})
+        if epoch_callback is not None:
+            epoch_callback(epoch, row)
+    return FitResult("complete", epochs, history, None, time.perf_counter() - t_start,
+                     _rate(images_seen, train_time))
+
+
+def loss_at_q(model: nn.Module, train_loader, device, diag_batches: int, world_size: int = 1, *, amp_dtype=None,
+              channels_last: bool = False) -> float | None:
+    """Loss at Q(w) (eval mode: hard quantizers) on a fixed slice of the training set — the first ``diag_batches``
+    batches of a sequential, un-augmented pass; None when ``diag_batches`` is 0. Under torchrun the loader's batch is
+    the per-rank one: ``world_size`` times as many batches keep the slice (diag_batches global batches) the same as
+    in one process."""
+    if not diag_batches:
+        return None
+    return evaluate(model, _diag_loader(train_loader), device, amp_dtype=amp_dtype, channels_last=channels_last,
+                    max_batches=diag_batches * world_size)["loss"]
+
+
+def _diag_loader(train_loader):
+    """A sequential, un-augmented view of the training set for the loss at Q(w)."""
+    from torch.utils.data import DataLoader
+
+    dataset = train_loader.dataset
+    return DataLoader(dataset, batch_size=train_loader.batch_size, shuffle=False,
+                      collate_fn=train_loader.collate_fn, num_workers=0)
+
+
+def _rate(images: int, seconds: float) -> float:
+    return images / seconds if seconds > 0 else float("nan")
+
+
+def _reduce(loss_sum: float, correct: int, seen: int, device, world_size: int) -> tuple[float, float]:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        t = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
+        dist.all_reduce(t)
+        loss_sum, correct, seen = float(t[0]), float(t[1]), float(t[2])
+    return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
+
+
+def _amp_dtype(amp, device) -> torch.dtype | None:
+    if not amp or device.type != "cuda":
+        return None  # AMP is a CUDA feature here; on the CPU the run stays float32
+    amp = str(amp).lower()
+    if amp in ("true", "bf16", "bfloat16"):
+        return torch.bfloat16
+    if amp in ("fp16", "float16", "half"):
+        return torch.float16
+    raise ConfigError(f"unknown train.amp '{amp}'; use false, bf16 or fp16")
+
+
+def _maybe_compile(model, enabled: bool):
+    return torch.compile(model) if enabled else model
+
+
+def _progress(loader, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return loader
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # tqdm is a dependency, but a bare install should still train
+        return loader
+    return tqdm(loader, total=total, desc=desc, leave=False, dynamic_ncols=True, mininterval=0.5)
+
+
+def _close(bar) -> None:
+    if hasattr(bar, "close"):
+        bar.close()

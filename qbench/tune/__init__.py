@@ -1,0 +1,5 @@
+"""``qbench tune``: equal-budget Optuna studies per method."""
+
+from .study import tune_suite, tuned_overrides
+
+__all__ = ["tune_suite", "tuned_overrides"]

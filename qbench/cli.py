@@ -7,10 +7,22 @@ train.epochs=1 seeds=[0]``). User errors print one line and exit with status 2; 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import sys
 from pathlib import Path
 
+import timm
+
+from .bench import bench_suite
+from .config import list_suites, load_config, to_yaml
 from .errors import QbenchError
+from .registry import get_method_class, list_methods, load_plugin
+from .report import build_leaderboard, load_runs, report
+from .run.distributed import is_main, session
+from .run.models import ARCHS
+from .run.runner import run_suite
+from .theory.suite import run_theory_suite
+from .tune import tune_suite, tuned_overrides
 
 __all__ = ["main", "build_parser", "METHOD_FAMILIES"]
 
@@ -33,8 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     run = with_overrides(sub.add_parser("run", help="train every cell of a suite and write run records"))
     run.add_argument("--from", dest="from_file", metavar="CONFIG.yaml", help="reproduce a run from its config.yaml")
     run.add_argument("--fresh", action="store_true", help="re-run cells that are already complete (default: skip)")
-    run.add_argument("--resume", action="store_true", default=True,
-                     help="continue killed cells from their last checkpoint (the default)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
 
     tune = with_overrides(sub.add_parser("tune", help="equal-budget Optuna tuning of each method of a suite"))
@@ -61,8 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(args):
-    from .config import load_config
-
     overrides = list(args.overrides)
     if getattr(args, "plugin", None):
         overrides.append(f"plugins=[{','.join(str(Path(p)) for p in args.plugin)}]")
@@ -70,18 +78,19 @@ def _load(args):
 
 
 def _cmd_run(args) -> int:
-    from .run.distributed import is_main, session
-    from .run.runner import run_suite
-
     cfg = _load(args)
-    if args.from_file:
-        _apply_from(cfg, args.from_file)
+    if cfg.kind == "theory":
+        outcome = run_theory_suite(cfg, resume=not args.fresh)
+        paths = report(cfg.name, results_dir=cfg.results_dir, formats=("md", "csv"))
+        print("theory table and plots: " + ", ".join(str(p) for p in paths))
+        if outcome.skipped:
+            print(f"skipped {len(outcome.skipped)} complete record(s) (use --fresh to re-run them)")
+        _print_summary(cfg)
+        return 1 if outcome.failed else 0
     tuned_params = None
     if cfg.tuned:
-        from .tune.study import tuned_overrides
-
         tuned_params = lambda cell: tuned_overrides(cfg, cell)  # noqa: E731
-    # Under torchrun (WORLD_SIZE > 1): one process group for the suite; only rank 0 prints (qbench.distributed).
+    # Under torchrun (WORLD_SIZE > 1): one process group for the suite; only rank 0 prints (run.distributed).
     with session(cfg.train.device):
         outcome = run_suite(cfg, resume=not args.fresh, progress=not args.no_progress, tuned_params=tuned_params,
                             log=print if is_main() else (lambda _msg: None))
@@ -93,20 +102,7 @@ def _cmd_run(args) -> int:
     return 1 if outcome.failed else 0
 
 
-def _apply_from(cfg, from_file) -> None:
-    """`--from run/config.yaml`: the saved config already names its one cell; results go beside the original."""
-    from omegaconf import OmegaConf
-
-    saved = OmegaConf.load(from_file)
-    if "cell" in saved:
-        cell = saved.cell
-        cfg.methods, cfg.bits, cfg.seeds, cfg.policies = [cell.method], [cell.bits], [cell.seed], [cell.policy]
-        cfg.model.archs = [cell.arch]
-
-
 def _print_summary(cfg) -> None:
-    from .report.leaderboard import build_leaderboard, load_runs
-
     try:
         runs = load_runs(cfg.results_dir, cfg.name)
     except QbenchError:
@@ -119,16 +115,12 @@ def _print_summary(cfg) -> None:
 
 
 def _cmd_tune(args) -> int:
-    from .tune.study import tune_suite
-
     cfg = _load(args)
     tune_suite(cfg, progress=not args.no_progress)
     return 0
 
 
 def _cmd_report(args) -> int:
-    from .report.leaderboard import report
-
     cfg = _load(args)
     paths = report(cfg.name, results_dir=cfg.results_dir, out_dir=args.out, where=args.where or None,
                    formats=args.formats, plots=not args.no_plots)
@@ -142,8 +134,6 @@ def _cmd_report(args) -> int:
 
 
 def _cmd_bench(args) -> int:
-    from .bench.suite import bench_suite
-
     cfg = _load(args)
     bench_suite(cfg)
     return 0
@@ -151,8 +141,6 @@ def _cmd_bench(args) -> int:
 
 def _cmd_list(args) -> int:
     if args.what == "methods":
-        from .registry import get_method_class, list_methods, load_plugin
-
         for plugin in args.plugin:
             load_plugin(plugin)
         by_family: dict[str, list] = {}
@@ -169,17 +157,9 @@ def _cmd_list(args) -> int:
                 print(cls.describe())
             print()
     elif args.what == "suites":
-        from .config import list_suites
-
         for name, desc in list_suites():
             print(f"{name:28s} {desc}")
     else:
-        import fnmatch
-
-        import timm
-
-        from .run.models import ARCHS
-
         for name in sorted(ARCHS):
             if not args.pattern or fnmatch.fnmatch(name, args.pattern):
                 print(name)
@@ -188,8 +168,6 @@ def _cmd_list(args) -> int:
 
 
 def _cmd_show(args) -> int:
-    from .config import to_yaml
-
     print(to_yaml(_load(args)), end="")
     return 0
 

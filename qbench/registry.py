@@ -7,6 +7,10 @@ places, loaded lazily on first use so ``import qbench`` stays cheap:
 1. the built-in plugins, one module per method in the package ``qbench.methods`` (the repository's ``methods/``);
 2. installed packages declaring the entry-point group ``qbench.methods`` (``name = "pkg.module"`` or ``"pkg.module:Cls"``);
 3. Python files given at run time (``plugins=[path.py]`` in a config, ``--plugin path.py`` on the command line).
+
+A suite names a method by a *method spec*: the registered name, optionally with inline hyperparameters
+(``"ste:estimator=identity,alpha=0.5"``), so variants of one method run side by side. :func:`parse_method_spec` is the
+one parser of that form; :func:`supported_bits` the one filter of the bit-widths a method supports.
 """
 
 from __future__ import annotations
@@ -18,18 +22,20 @@ import pkgutil
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Any, Callable, Iterable
 
-from .errors import PluginError, UnknownMethodError
+import yaml
 
-if TYPE_CHECKING:
-    from .method import Method
+from .bits import parse_bits
+from .errors import ConfigError, PluginError, QbenchError, UnknownMethodError
+from .method import Method
 
-__all__ = ["register_method", "list_methods", "create_method", "get_method_class", "load_plugin", "is_method"]
+__all__ = ["register_method", "list_methods", "create_method", "get_method_class", "load_plugin", "is_method",
+           "parse_method_spec", "method_label", "supported_bits"]
 
 ENTRY_POINT_GROUP = "qbench.methods"
 
-_registry: dict[str, type["Method"]] = {}
+_registry: dict[str, type[Method]] = {}
 _builtins_loaded = False
 _entry_points_loaded = False
 
@@ -38,8 +44,6 @@ def register_method(name: str | None = None, *, overwrite: bool = False) -> Call
     """Class decorator registering a Method subclass under ``name`` (default: the class's ``name`` attribute)."""
 
     def decorator(cls: type) -> type:
-        from .method import Method
-
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method expects a subclass of qbench.Method, got {cls!r}")
         key = (name or getattr(cls, "name", None) or cls.__name__).lower()
@@ -63,8 +67,8 @@ def _load_builtins() -> None:
     if _builtins_loaded:
         return
     _builtins_loaded = True
-    import qbench.methods as pkg
-
+    # Plugin discovery, like an entry point: the plugins import this module, so they are loaded on first use.
+    pkg = importlib.import_module("qbench.methods")
     for info in pkgutil.iter_modules(pkg.__path__):
         if not info.name.startswith("_"):
             importlib.import_module(f"qbench.methods.{info.name}")
@@ -132,7 +136,7 @@ def is_method(name: str) -> bool:
     return name.lower() in _registry
 
 
-def get_method_class(name: str) -> type["Method"]:
+def get_method_class(name: str) -> type[Method]:
     _ensure_loaded()
     key = str(name).lower()
     if key not in _registry:
@@ -145,6 +149,46 @@ def get_method_class(name: str) -> type["Method"]:
     return _registry[key]
 
 
-def create_method(name: str, **hparams) -> "Method":
+def create_method(name: str, **hparams) -> Method:
     """Instantiate a registered method; unknown hyperparameters raise a ConfigError listing the valid ones."""
     return get_method_class(name)(**hparams)
+
+
+def parse_method_spec(spec: str, method_hparams: dict | None = None) -> tuple[str, dict[str, Any]]:
+    """``"ste:estimator=identity,alpha=0.5"`` → ``("ste", {"estimator": "identity", "alpha": 0.5})``: the base name
+    and the hyperparameters of a method spec. The suite's ``method_hparams[<base>]`` apply first, inline values win
+    (values are parsed as YAML scalars)."""
+    base, _, inline = str(spec).partition(":")
+    hparams = dict((method_hparams or {}).get(base) or {})
+    for item in filter(None, inline.split(",")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"bad method variant '{spec}'; write method:key=value[,key=value]")
+        hparams[key.strip()] = yaml.safe_load(value)
+    return base, hparams
+
+
+def method_label(spec: str) -> str:
+    """A method spec as one file-name-safe word (run ids, study slugs): ``ste:estimator=identity`` →
+    ``ste-estimator=identity``."""
+    return str(spec).replace(":", "-").replace(",", "-").replace("/", "_")
+
+
+def supported_bits(spec: str, bits_list: Iterable[Any],
+                   on_unsupported: Callable[[str], None] | None = None) -> list[str]:
+    """The bit-widths of ``bits_list`` that the method of ``spec`` supports, normalised (``"W1A4"``); each one left
+    out (``Method.unsupported_bits``: e.g. a weight-only method at W1A1) is reported to ``on_unsupported``. An unknown
+    method keeps every bit-width: it fails with its own one-line error where it is created."""
+    try:
+        method_class = get_method_class(parse_method_spec(spec)[0])
+    except QbenchError:
+        method_class = None
+    kept = []
+    for bits in bits_list:
+        parsed = parse_bits(bits)
+        reason = method_class.unsupported_bits(parsed) if method_class is not None else None
+        if reason is None:
+            kept.append(str(parsed))
+        elif on_unsupported is not None:
+            on_unsupported(f"{spec} {parsed}: left out, {reason}")
+    return kept

@@ -1,8 +1,12 @@
 """Config: suites, strict keys, shorthands, reproducing a run from its saved config."""
 
+import subprocess
+import sys
+
 import pytest
 
-from qbench.config import list_suites, load_config, to_yaml
+from qbench.config import (DataConfig, SuiteConfig, TrainConfig, get_value, list_suites, load_config, to_yaml,
+                           with_overrides)
 from qbench.errors import BitsError, ConfigError
 
 
@@ -19,7 +23,7 @@ def test_overrides_and_shorthands():
                                      "data.root=/data", "results_dir=/tmp/r", "method_hparams.bcgd.rho=1e-4"])
     assert list(cfg.methods) == ["bcgd"] and list(cfg.bits) == ["W1A4"] and cfg.train.epochs == 3
     assert list(cfg.seeds) == [0, 1] and cfg.data.root == "/data" and cfg.results_dir == "/tmp/r"
-    assert cfg.method_hparams.bcgd.rho == 1e-4
+    assert cfg.method_hparams["bcgd"]["rho"] == 1e-4
 
 
 @pytest.mark.parametrize("override,needle", [
@@ -53,3 +57,49 @@ def test_saved_config_round_trips(tmp_path):
     path.write_text(to_yaml(cfg))
     again = load_config(from_file=path)
     assert to_yaml(again) == to_yaml(cfg)
+
+
+def test_load_config_returns_the_typed_schema():
+    cfg = load_config("quickstart")
+    assert isinstance(cfg, SuiteConfig) and isinstance(cfg.train, TrainConfig) and isinstance(cfg.data, DataConfig)
+    assert cfg.train.epochs == 5 and cfg.data.batch_size == 64  # the suite's values
+    assert cfg.train.weight_decay == TrainConfig().weight_decay  # one default, the schema's
+
+
+@pytest.mark.parametrize("override,key", [
+    ("train.epochs=0", "train.epochs"), ("train.epochs=-2", "train.epochs"),
+    ("train.lr=nan", "train.lr"), ("train.lr=inf", "train.lr"), ("train.lr=-1", "train.lr"), ("train.lr=0", "train.lr"),
+    ("data.batch_size=0", "data.batch_size"), ("data.eval_batch_size=0", "data.eval_batch_size"),
+    ("train.momentum=1.5", "train.momentum"), ("train.weight_decay=-1", "train.weight_decay"),
+    ("seeds=[-1]", "seeds"), ("data.val_fraction=1.0", "data.val_fraction"),
+    ("method_hparams.bcgd.rho=nan", "method_hparams.bcgd.rho"), ("tune.n_trials=0", "tune.n_trials"),
+    ("train.amp=fp8", "train.amp"), ("data.name=imagenette", "data.name"),
+])
+def test_value_checks_name_the_key(override, key):
+    with pytest.raises(ConfigError) as exc:
+        load_config("quickstart", [override])
+    assert key in str(exc.value) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("given,resolved", [("false", "false"), ("False", "false"), ("bf16", "bf16"),
+                                            ("bfloat16", "bf16"), ("fp16", "fp16"), ("half", "fp16")])
+def test_amp_spellings_are_normalised(given, resolved):
+    assert load_config("quickstart", [f"train.amp={given}"]).train.amp == resolved
+
+
+def test_with_overrides_and_get_value_check_keys():
+    cfg = load_config("quickstart")
+    tuned = with_overrides(cfg, {"train.lr": 0.02, "method_hparams.bcgd.rho": 1e-4})
+    assert get_value(tuned, "train.lr") == 0.02 and tuned.method_hparams["bcgd"]["rho"] == 1e-4
+    assert cfg.train.lr == 0.05  # the original is unchanged
+    with pytest.raises(ConfigError, match="train.lrr"):
+        with_overrides(cfg, {"train.lrr": 0.1})
+    with pytest.raises(ConfigError, match="train.lr"):
+        with_overrides(cfg, {"train.lr": -1.0})
+    with pytest.raises(ConfigError):
+        get_value(cfg, "train.nope")
+
+
+def test_loading_a_config_does_not_import_torch():
+    code = "import sys, qbench.config as c; c.load_config('quickstart'); assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,16 +1,21 @@
 """``qbench bench suite=S``: throughput of FP and every method of a suite, on synthetic input of the suite's shape.
 
-The measurement itself is :func:`qbench.throughput.run_bench`; this module maps a suite config onto it. Options come
-from the suite's ``bench`` block (``bench.batch_size``, ``bench.amp_dtype``, ``bench.channels_last``,
-``bench.compile``, ``bench.threads``, ``bench.steps``), overridable on the command line like any key.
+The sweep itself is :func:`qbench.bench.sweep.run_bench`; this module maps a suite config onto it. Options come from
+the suite's ``bench`` block (``bench.batch_size``, ``bench.amp_dtype``, ``bench.channels_last``, ``bench.compile``,
+``bench.threads``, ``bench.steps``, ``bench.rounds``), overridable on the command line like any key; the step uses the
+suite's ``train`` recipe (its optimizer) and ``model`` block.
 """
 
 from __future__ import annotations
 
 from typing import Callable
 
-from ..config import to_dict
+import pandas as pd
+
+from ..config import SuiteConfig
 from ..errors import ConfigError
+from ..registry import parse_method_spec
+from .sweep import format_bench, run_bench
 
 __all__ = ["DATASET_SHAPES", "bench_suite"]
 
@@ -26,11 +31,8 @@ DATASET_SHAPES = {
 }
 
 
-def bench_suite(cfg, *, log: Callable[[str], None] = print):
+def bench_suite(cfg: SuiteConfig, *, log: Callable[[str], None] = print) -> pd.DataFrame:
     """Measure every (arch, method, bits) of the suite plus FP, write rows for ``qbench report``, print ratios."""
-    from ..run.runner import parse_method_spec
-    from .measure import format_bench, run_bench
-
     if cfg.data.name not in DATASET_SHAPES:
         raise ConfigError(f"qbench bench has no input shape for dataset '{cfg.data.name}'; "
                           f"known: {', '.join(DATASET_SHAPES)}")
@@ -38,10 +40,9 @@ def bench_suite(cfg, *, log: Callable[[str], None] = print):
     if cfg.data.input_size:
         h = w = int(cfg.data.input_size)
     b = cfg.bench
-    method_hparams = to_dict(cfg).get("method_hparams") or {}
     methods, hparams, bits = [], {}, {}
     for spec in cfg.methods:
-        base, hp = parse_method_spec(spec, method_hparams)
+        base, hp = parse_method_spec(spec, cfg.method_hparams)
         if base not in methods:
             methods.append(base)
             hparams[base] = hp
@@ -49,11 +50,11 @@ def bench_suite(cfg, *, log: Callable[[str], None] = print):
             bits[base] = [str(x) for x in cfg.method_bits.get(spec, cfg.bits)]
     if "fp" not in methods:
         methods.insert(0, "fp")
-    df = run_bench(archs=list(cfg.model.archs), methods=methods, bits_list=bits,
-                   input_size=(c, h, w), num_classes=classes, in_chans=c, batch_size=int(b.batch_size),
-                   device=cfg.train.device, amp_dtype=b.amp_dtype, channels_last=bool(b.channels_last),
-                   compile=bool(b.compile), policy=cfg.policies[0], threads=b.threads, steps=int(b.steps),
-                   warmup=int(b.warmup), min_run_time=float(b.min_run_time), rounds=int(b.rounds),
-                   results_dir=cfg.results_dir, suite=cfg.name, method_hparams=hparams, log=log)
+    df = run_bench(archs=list(cfg.model.archs), methods=methods, bits_list=bits, input_size=(c, h, w),
+                   num_classes=classes, in_chans=c, batch_size=b.batch_size, device=cfg.train.device,
+                   amp_dtype=b.amp_dtype, channels_last=b.channels_last, compile=b.compile, policy=cfg.policies[0],
+                   threads=b.threads, steps=b.steps, warmup=b.warmup, min_run_time=b.min_run_time, rounds=b.rounds,
+                   results_dir=cfg.results_dir, suite=cfg.name, recipe=cfg.train, model=cfg.model,
+                   method_hparams=hparams, log=log)
     log(format_bench(df))
     return df

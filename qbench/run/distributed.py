@@ -29,9 +29,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
+from torch.nn.parallel import DataParallel, DistributedDataParallel
+
+from .device import dist_env
 
 __all__ = [
-    "env",
     "is_initialized",
     "rank",
     "world_size",
@@ -47,21 +49,16 @@ __all__ = [
 ]
 
 
-def env() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) outside torchrun."""
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
-
-
 def is_initialized() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def rank() -> int:
-    return torch.distributed.get_rank() if is_initialized() else env()[0]
+    return torch.distributed.get_rank() if is_initialized() else dist_env()[0]
 
 
 def world_size() -> int:
-    return torch.distributed.get_world_size() if is_initialized() else env()[1]
+    return torch.distributed.get_world_size() if is_initialized() else dist_env()[1]
 
 
 def is_main() -> bool:
@@ -83,7 +80,7 @@ def init(device: str = "auto", *, timeout_s: float | None = None) -> bool:
     nothing to do (a single process, or a group already initialised by someone else). Under NCCL the current CUDA
     device is set to ``LOCAL_RANK`` first, as NCCL requires one device per process.
     """
-    rank_, world, local_rank = env()
+    rank_, world, local_rank = dist_env()
     if world <= 1 or is_initialized():
         return False
     backend = backend_for(device)
@@ -142,18 +139,16 @@ def load_on_main(path: str | os.PathLike, map_location: Any = "cpu") -> Any | No
     """
     path = Path(path)
     if not is_initialized():
-        return torch.load(path, map_location=map_location, weights_only=False) if path.exists() else None
+        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
     state = None
     if is_main() and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     return broadcast_object(state)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside DDP (``.module``) and ``torch.compile`` (``._orig_mod``) wrappers: its state_dict has
     no ``module.`` / ``_orig_mod.`` prefixes, so checkpoints load with or without the wrappers."""
-    from torch.nn.parallel import DataParallel, DistributedDataParallel
-
     while True:
         if isinstance(model, (DistributedDataParallel, DataParallel)):
             model = model.module

@@ -4,10 +4,14 @@ Per step (spec §0): forward at Q(w) (the parametrizations), loss, backward with
 method's update rule around the optimizer step: ``before_step`` (BCGD's blend), ``optimizer.step()``,
 ``after_step`` (clipping, projections). Evaluation runs in ``eval()`` mode, where every quantizer is hard.
 
+:func:`train_step` is that step and nothing else: no host synchronisation, so a GPU never waits on Python inside it,
+and ``qbench bench`` times exactly this function. The loop keeps its running loss and accuracy on the device and
+checks for a non-finite loss every :data:`FINITE_CHECK_EVERY` steps on CUDA (every step on the CPU, where a check
+costs nothing) and at the end of every epoch; a non-finite loss stops the run as ``diverged``.
+
 Each epoch appends a row to ``metrics.jsonl`` and writes ``checkpoint.pt`` (atomically); ``fit(..., resume=True)``
 continues from the last complete epoch with the same result as an uninterrupted run on the CPU, because every
-source of randomness is re-seeded from (seed, epoch) at the start of each epoch. A non-finite loss stops the run as
-``diverged``.
+source of randomness is re-seeded from (seed, epoch) at the start of each epoch.
 """
 
 from __future__ import annotations
@@ -17,19 +21,22 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 
+from ..config import TrainConfig
+from ..errors import ConfigError
+from ..method import Method
+from ..results import CHECKPOINT_FILE, METRICS_FILE, atomic_write_bytes, read_jsonl, write_jsonl
+from .device import TrainSetup
 from .diagnostics import RecurrenceTracker
 from .distributed import load_on_main, unwrap
-from ..errors import ConfigError
-from ..results import atomic_write_bytes, read_jsonl, write_jsonl
 
 __all__ = [
-    "OPTIMIZERS",
-    "SCHEDULES",
+    "FINITE_CHECK_EVERY",
     "Diverged",
     "FitResult",
     "build_optimizer",
@@ -40,10 +47,8 @@ __all__ = [
     "fit",
 ]
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("constant", "multistep", "cosine", "exponential")
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.jsonl"
+#: steps between two checks of the loss for NaN/inf on CUDA (each check waits for the GPU)
+FINITE_CHECK_EVERY = 25
 
 
 class Diverged(RuntimeError):
@@ -60,36 +65,26 @@ class FitResult:
     train_img_s: float = float("nan")
 
 
-def _get(cfg: Any, key: str, default=None):
-    if isinstance(cfg, dict):
-        return cfg.get(key, default)
-    return getattr(cfg, key, default)
+def build_optimizer(param_groups: list[dict], train: TrainConfig) -> torch.optim.Optimizer:
+    """The recipe's optimizer over ``param_groups`` (groups may carry their own options, e.g. PACT's α decay)."""
+    if train.optimizer == "sgd":
+        return torch.optim.SGD(param_groups, lr=train.lr, momentum=train.momentum, nesterov=train.nesterov,
+                               weight_decay=train.weight_decay)
+    if train.optimizer == "adam":
+        return torch.optim.Adam(param_groups, lr=train.lr, weight_decay=train.weight_decay)
+    if train.optimizer == "adamw":
+        return torch.optim.AdamW(param_groups, lr=train.lr, weight_decay=train.weight_decay)
+    raise ConfigError(f"unknown train.optimizer '{train.optimizer}'")  # config.validate allows no other
 
 
-def build_optimizer(param_groups: list[dict], cfg) -> torch.optim.Optimizer:
-    name = str(_get(cfg, "optimizer", "sgd")).lower()
-    lr, wd = float(_get(cfg, "lr", 0.1)), float(_get(cfg, "weight_decay", 0.0))
-    if name == "sgd":
-        return torch.optim.SGD(param_groups, lr=lr, momentum=float(_get(cfg, "momentum", 0.9)),
-                               nesterov=bool(_get(cfg, "nesterov", False)), weight_decay=wd)
-    if name == "adam":
-        return torch.optim.Adam(param_groups, lr=lr, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(param_groups, lr=lr, weight_decay=wd)
-    raise ConfigError(f"unknown train.optimizer '{name}'; choose one of {', '.join(OPTIMIZERS)}")
-
-
-def build_scheduler(optimizer, cfg, steps_per_epoch: int, epochs: int) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(optimizer, train: TrainConfig, steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
     """Per-step LR factor: multistep (γ at each milestone epoch), cosine with linear warm-up (per step),
     exponential (γ per epoch), constant."""
-    name = str(_get(cfg, "schedule", "cosine")).lower()
-    if name not in SCHEDULES:
-        raise ConfigError(f"unknown train.schedule '{name}'; choose one of {', '.join(SCHEDULES)}")
-    gamma = float(_get(cfg, "gamma", 0.1))
-    milestones = sorted(int(m) for m in (_get(cfg, "milestones", None) or []))
-    warmup = int(round(float(_get(cfg, "warmup_epochs", 0) or 0) * steps_per_epoch))
-    total = max(1, epochs * steps_per_epoch)
-    min_factor = float(_get(cfg, "min_lr_factor", 0.0) or 0.0)
+    name, gamma = train.schedule, float(train.gamma)
+    milestones = sorted(int(m) for m in train.milestones)
+    warmup = int(round(float(train.warmup_epochs) * steps_per_epoch))
+    total = max(1, train.epochs * steps_per_epoch)
+    min_factor = float(train.min_lr_factor)
 
     def factor(step: int) -> float:
         if warmup and step < warmup:
@@ -107,23 +102,13 @@ def build_scheduler(optimizer, cfg, steps_per_epoch: int, epochs: int) -> torch.
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def train_step(model: nn.Module, method, optimizer, x: torch.Tensor, y: torch.Tensor, *, criterion,
+def train_step(model: nn.Module, method: Method, optimizer, x: torch.Tensor, y: torch.Tensor, *, criterion,
                scaler=None, amp_dtype=None, grad_clip: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """One step of spec §0's skeleton; returns (loss, logits) detached. Raises :class:`Diverged` on NaN/inf."""
+    """One step of spec §0's skeleton; returns (loss, logits), detached, still on the device (no host sync)."""
     optimizer.zero_grad(set_to_none=True)
     with torch.autocast(device_type=x.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(x)
         loss = criterion(logits, y)
-    finite = torch.isfinite(loss.detach()).to(torch.int32)
-    if torch.distributed.is_available() and torch.distributed.is_initialized() \
-            and torch.distributed.get_world_size() > 1:
-        # Every rank must stop at the same step: a rank that stopped alone would leave the others waiting forever in
-        # DDP's gradient all-reduce. The host already syncs on this check every step, so one int all-reduce is free.
-        torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-    if not bool(finite):
-        here = float(loss.detach())
-        raise Diverged(f"loss became {here}" if not math.isfinite(here) else
-                       f"loss became non-finite on another rank (this rank: {here:.4g})")
     if scaler is not None:
         scaler.scale(loss).backward()
         if grad_clip:
@@ -143,13 +128,29 @@ def train_step(model: nn.Module, method, optimizer, x: torch.Tensor, y: torch.Te
     return loss.detach(), logits.detach()
 
 
+def _check_finite(nonfinite: torch.Tensor, loss: torch.Tensor) -> None:
+    """Raise :class:`Diverged` when any loss since the last check was NaN/inf — on every rank at the same step: a
+    rank that stopped alone would leave the others waiting forever in DDP's gradient all-reduce."""
+    flag = nonfinite.to(torch.int32)
+    if torch.distributed.is_available() and torch.distributed.is_initialized() \
+            and torch.distributed.get_world_size() > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    if bool(flag):
+        here = float(loss)
+        raise Diverged(f"loss became {here}" if not math.isfinite(here) else
+                       f"loss became non-finite on another rank (this rank: {here:.4g})")
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, device, *, amp_dtype=None, channels_last: bool = False,
              max_batches: int | None = None) -> dict:
     """Loss, top-1 and top-5 (percent) with hard-quantized weights and activations (``model.eval()``)."""
     was_training = model.training
     model.eval()
-    loss_sum, correct1, correct5, n = 0.0, 0, 0, 0
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct1 = torch.zeros((), dtype=torch.int64, device=device)
+    correct5 = torch.zeros((), dtype=torch.int64, device=device)
+    n = 0
     try:
         for i, (x, y) in enumerate(loader):
             if max_batches is not None and i >= max_batches:
@@ -157,16 +158,16 @@ def evaluate(model: nn.Module, loader, device, *, amp_dtype=None, channels_last:
             x, y = _to_device(x, y, device, channels_last)
             with torch.autocast(device_type=device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                 logits = model(x)
-            loss_sum += float(nn.functional.cross_entropy(logits.float(), y, reduction="sum"))
+            loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum").double()
             top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-            correct1 += int((top[:, 0] == y).sum())
-            correct5 += int((top == y[:, None]).any(dim=1).sum())
+            correct1 += (top[:, 0] == y).sum()
+            correct5 += (top == y[:, None]).any(dim=1).sum()
             n += y.numel()
     finally:
         model.train(was_training)
     if n == 0:
         return {"loss": float("nan"), "top1": float("nan"), "top5": float("nan"), "n": 0}
-    return {"loss": loss_sum / n, "top1": 100.0 * correct1 / n, "top5": 100.0 * correct5 / n, "n": n}
+    return {"loss": float(loss_sum) / n, "top1": 100.0 * int(correct1) / n, "top5": 100.0 * int(correct5) / n, "n": n}
 
 
 def _to_device(x, y, device, channels_last: bool):
@@ -198,37 +199,36 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, seed: int = 0,
+def fit(model: nn.Module, method: Method, loaders: tuple, train: TrainConfig, setup: TrainSetup, *, seed: int = 0,
         run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
         epoch_callback: Callable[[int, dict], None] | None = None, rank: int = 0, world_size: int = 1,
         log: Callable[[str], None] = print) -> FitResult:
-    """Train for ``cfg.epochs`` epochs; write metrics and a checkpoint each epoch when ``run_dir`` is given.
+    """Train for ``train.epochs`` epochs on ``setup.device``; write metrics and a checkpoint each epoch when
+    ``run_dir`` is given.
 
     ``epoch_callback(epoch, row)`` is called after each epoch (Optuna's report/prune hook; it may raise to stop).
     Only rank 0 writes files under torchrun.
     """
     train_loader, val_loader = loaders[0], loaders[1]
-    epochs = int(_get(cfg, "epochs", 1))
-    max_steps = _get(cfg, "max_steps_per_epoch", None)
-    steps_per_epoch = min(len(train_loader), int(max_steps)) if max_steps else len(train_loader)
-    amp_dtype = _amp_dtype(_get(cfg, "amp", False), device)
-    channels_last = bool(_get(cfg, "channels_last", False)) and device.type == "cuda"
+    device, amp_dtype, channels_last = setup.device, setup.amp_dtype, setup.channels_last
+    epochs = train.epochs
+    steps_per_epoch = min(len(train_loader), train.max_steps_per_epoch or len(train_loader))
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    criterion = nn.CrossEntropyLoss(label_smoothing=float(_get(cfg, "label_smoothing", 0.0) or 0.0))
-    optimizer = build_optimizer(method.param_groups(model), cfg)
-    scheduler = build_scheduler(optimizer, cfg, steps_per_epoch, epochs)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    grad_clip = _get(cfg, "grad_clip", None)
-    forward_model = _maybe_compile(model, bool(_get(cfg, "compile", False)))
+    criterion = nn.CrossEntropyLoss(label_smoothing=float(train.label_smoothing))
+    optimizer = build_optimizer(method.param_groups(model), train)
+    scheduler = build_scheduler(optimizer, train, steps_per_epoch)
+    scaler = torch.amp.GradScaler("cuda") if setup.grad_scaler else None
+    forward_model = torch.compile(model) if setup.compile else model
+    check_every = 1 if device.type == "cpu" else FINITE_CHECK_EVERY
     tracker = RecurrenceTracker()
     history: list[dict] = []
     start_epoch, wall_offset = 0, 0.0
     run_dir = Path(run_dir) if run_dir is not None else None
     writer = run_dir is not None and rank == 0
 
-    # Rank 0 reads the checkpoint and broadcasts it (qbench.distributed): every rank agrees whether to resume.
-    state = load_on_main(run_dir / CHECKPOINT, map_location=device) if run_dir is not None and resume else None
+    # Rank 0 reads the checkpoint and broadcasts it (run.distributed): every rank agrees whether to resume.
+    state = load_on_main(run_dir / CHECKPOINT_FILE, map_location=device) if run_dir is not None and resume else None
     if state is not None:
         torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state["model"], "module.")
         unwrap(model).load_state_dict(state["model"])
@@ -237,9 +237,9 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         tracker.load_state_dict(state["tracker"])
-        history = read_jsonl(run_dir / METRICS)[: state["epoch"] + 1]
+        history = read_jsonl(run_dir / METRICS_FILE)[: state["epoch"] + 1]
         start_epoch, wall_offset = state["epoch"] + 1, float(state.get("wall_time_s", 0.0))
-        log(f"resumed from {run_dir / CHECKPOINT} after epoch {start_epoch}")
+        log(f"resumed from {run_dir / CHECKPOINT_FILE} after epoch {start_epoch}")
 
     t_start = time.perf_counter() - wall_offset
     images_seen, train_time = 0, 0.0
@@ -247,7 +247,11 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
         _seed_epoch(train_loader, seed, epoch, rank)
         method.on_epoch_start(model, epoch, epochs)
         model.train()
-        loss_sum, correct, seen = 0.0, 0, 0
+        # Running sums stay on the device: reading them each step would wait for the GPU every step.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=device)
+        seen = 0
         t0 = time.perf_counter()
         bar = _progress(train_loader, steps_per_epoch, f"epoch {epoch + 1}/{epochs}", progress and rank == 0)
         try:
@@ -256,14 +260,18 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
                     break
                 x, y = _to_device(x, y, device, channels_last)
                 loss, logits = train_step(forward_model, method, optimizer, x, y, criterion=criterion, scaler=scaler,
-                                          amp_dtype=amp_dtype, grad_clip=grad_clip)
+                                          amp_dtype=amp_dtype, grad_clip=train.grad_clip)
                 scheduler.step()
-                loss_sum += float(loss) * y.numel()
-                correct += int((logits.argmax(1) == y).sum())
+                nonfinite |= ~torch.isfinite(loss)
+                loss_sum += loss.double() * y.numel()
+                correct += (logits.argmax(1) == y).sum()
                 seen += y.numel()
+                if (step + 1) % check_every == 0 or step + 1 == steps_per_epoch:
+                    _check_finite(nonfinite, loss)
                 if hasattr(bar, "set_postfix") and step % 10 == 0:
-                    bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{100 * correct / seen:.1f}",
+                    bar.set_postfix(loss=f"{float(loss_sum) / seen:.3f}", acc=f"{100 * int(correct) / seen:.1f}",
                                     img_s=f"{seen * world_size / max(time.perf_counter() - t0, 1e-9):.0f}")
+            _check_finite(nonfinite, loss_sum)
         except Diverged as exc:
             _close(bar)
             return FitResult("diverged", epoch, history, f"epoch {epoch + 1}: {exc}",
@@ -272,7 +280,7 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
         epoch_time = time.perf_counter() - t0
         images_seen += seen * world_size
         train_time += epoch_time
-        train_loss, train_acc = _reduce(loss_sum, correct, seen, device, world_size)
+        train_loss, train_acc = _reduce(float(loss_sum), int(correct), seen, device, world_size)
         val = evaluate(model, val_loader, device, amp_dtype=amp_dtype, channels_last=channels_last)
         row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss,
                "train_acc": train_acc, "val_loss": val["loss"], "val_top1": val["top1"], "val_top5": val["top5"],
@@ -280,7 +288,7 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
                "wall_time_s": time.perf_counter() - t_start}
         # Recurrence diagnostics (spec §6): loss at Q(w_t) on a fixed training slice, so epochs are comparable.
         if getattr(model, "qbench_info", None) is not None and model.qbench_info.layers:
-            loss_q = loss_at_q(model, train_loader, device, int(_get(cfg, "diag_batches", 4) or 0), world_size,
+            loss_q = loss_at_q(model, train_loader, device, train.diag_batches, world_size,
                                amp_dtype=amp_dtype, channels_last=channels_last)
             if loss_q is not None:
                 row.update(tracker.update(model, loss_q))
@@ -289,8 +297,8 @@ def fit(model: nn.Module, method, loaders: tuple, cfg, *, device: torch.device, 
             log(f"epoch {epoch + 1}/{epochs}: train loss {train_loss:.4f} acc {train_acc:.2f}  "
                 f"val top1 {val['top1']:.2f}  {row['train_img_s']:.0f} img/s")
         if writer:
-            write_jsonl(run_dir / METRICS, history)
-            _save_checkpoint(run_dir / CHECKPOINT, {
+            write_jsonl(run_dir / METRICS_FILE, history)
+            _save_checkpoint(run_dir / CHECKPOINT_FILE, {
                 "epoch": epoch, "model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else None,
                 "tracker": tracker.state_dict(), "wall_time_s": row["wall_time_s"]})
@@ -314,10 +322,7 @@ def loss_at_q(model: nn.Module, train_loader, device, diag_batches: int, world_s
 
 def _diag_loader(train_loader):
     """A sequential, un-augmented view of the training set for the loss at Q(w)."""
-    from torch.utils.data import DataLoader
-
-    dataset = train_loader.dataset
-    return DataLoader(dataset, batch_size=train_loader.batch_size, shuffle=False,
+    return DataLoader(train_loader.dataset, batch_size=train_loader.batch_size, shuffle=False,
                       collate_fn=train_loader.collate_fn, num_workers=0)
 
 
@@ -327,27 +332,10 @@ def _rate(images: int, seconds: float) -> float:
 
 def _reduce(loss_sum: float, correct: int, seen: int, device, world_size: int) -> tuple[float, float]:
     if world_size > 1:
-        import torch.distributed as dist
-
         t = torch.tensor([loss_sum, correct, seen], dtype=torch.float64, device=device)
-        dist.all_reduce(t)
+        torch.distributed.all_reduce(t)
         loss_sum, correct, seen = float(t[0]), float(t[1]), float(t[2])
     return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
-
-
-def _amp_dtype(amp, device) -> torch.dtype | None:
-    if not amp or device.type != "cuda":
-        return None  # AMP is a CUDA feature here; on the CPU the run stays float32
-    amp = str(amp).lower()
-    if amp in ("true", "bf16", "bfloat16"):
-        return torch.bfloat16
-    if amp in ("fp16", "float16", "half"):
-        return torch.float16
-    raise ConfigError(f"unknown train.amp '{amp}'; use false, bf16 or fp16")
-
-
-def _maybe_compile(model, enabled: bool):
-    return torch.compile(model) if enabled else model
 
 
 def _progress(loader, total: int, desc: str, enabled: bool):

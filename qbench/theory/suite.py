@@ -39,8 +39,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from .. import __version__
+from ..bits import Bits
+from ..config import to_dict, to_yaml
 from ..errors import ConfigError
-from ..results import SCHEMA_VERSION, atomic_write_json, atomic_write_text, env_info, write_jsonl
+from ..registry import create_method, load_plugin, parse_method_spec
+from ..results import (SCHEMA_VERSION, SuiteRun, atomic_write_json, atomic_write_text, env_info, load_result,
+                       write_jsonl)
+from ..run.device import device_name
+from . import gaussian as T
 
 __all__ = [
     "THEORY_DEFAULTS",
@@ -51,7 +58,7 @@ __all__ = [
     "estimator_record",
     "recurrence_record",
     "plan_theory",
-    "run_theory_suite_records",
+    "run_theory_suite",
 ]
 
 # Defaults of the suite's ``theory:`` block: those of qbench.theory.theory_table / recurrence_toy (spec §6, §8), plus
@@ -74,10 +81,7 @@ FINISHED = ("complete",)
 
 def theory_options(cfg) -> dict:
     """The suite's ``theory:`` block with defaults filled in; an unknown key is one line naming the valid ones."""
-    from omegaconf import DictConfig, OmegaConf
-
-    raw = cfg.theory if hasattr(cfg, "theory") else (cfg or {})
-    raw = OmegaConf.to_container(raw, resolve=True) if isinstance(raw, DictConfig) else dict(raw or {})
+    raw = to_dict(cfg.theory) if hasattr(cfg, "theory") else dict(cfg or {})
     unknown = sorted(set(raw) - set(THEORY_DEFAULTS))
     if unknown:
         raise ConfigError(f"unknown theory option {', '.join(map(repr, unknown))}; valid: "
@@ -89,11 +93,9 @@ def theory_options(cfg) -> dict:
         raise ConfigError(f"unknown theory.recurrence option {', '.join(map(repr, bad))}; valid: "
                           f"{', '.join(sorted(RECURRENCE_DEFAULTS))}")
     opts["recurrence"] = {**RECURRENCE_DEFAULTS, **rec}
-    from .gaussian import QUANTIZERS
-
     for q in opts["recurrence"]["quantizers"]:
-        if q not in QUANTIZERS:
-            raise ConfigError(f"unknown theory.recurrence quantizer '{q}'; choose from {', '.join(QUANTIZERS)}")
+        if q not in T.QUANTIZERS:
+            raise ConfigError(f"unknown theory.recurrence quantizer '{q}'; choose from {', '.join(T.QUANTIZERS)}")
     estimators = opts["estimators"]
     if isinstance(estimators, str) or estimators is None:
         raise ConfigError("theory.estimators must be a list, e.g. [identity, relu, clipped_relu, aqe]")
@@ -125,9 +127,6 @@ def method_estimator(spec: str, bits: int = 1,
     ``bits`` defaults to 1 because the model's σ(x) = 1{x > 0} is a 1-bit activation (spec §8). The module is called on
     float32 copies (its parameters' dtype) and the result returned in the caller's dtype.
     """
-    from ..bits import Bits
-    from ..registry import create_method
-    from ..run.runner import parse_method_spec
 
     base, hparams = parse_method_spec(spec, method_hparams)
     method = create_method(base, **hparams)
@@ -246,8 +245,6 @@ def _train_expected(grad_w: Callable, inst, lr: float, steps: int):
     """Coarse gradient descent with expected gradients (STE paper, Algorithm 1), exactly as theory.train_coarse's
     full-batch branch but with E g from ``grad_w(v, w, v*, w*)`` (a QuadratureEstimator): v ← v − η ∂f/∂v,
     w ← w − η E g; returns a theory.TrainResult (population loss and θ before each step and after the last)."""
-    from . import gaussian as T
-
     v, w = inst.v.copy(), inst.w.copy()
     v_star, w_star = inst.v_star, inst.w_star / np.linalg.norm(inst.w_star)
     losses, thetas = np.empty(steps + 1), np.empty(steps + 1)
@@ -267,8 +264,6 @@ def estimator_record(estimator: str, seed: int, opts: dict, *, method_hparams: d
     ``inner_product_rel_err``, which checks a closed-form identity). ``curves`` holds the per-step population loss and
     θ of the first training draw and the medians over all training draws.
     """
-    from . import gaussian as T
-
     builtin = estimator in T.ESTIMATOR_NAMES
     m, n, clip = int(opts["m"]), int(opts["n"]), float(opts["clip"])
     if builtin:
@@ -373,9 +368,7 @@ def _estimator_checks(estimator: str, row: dict) -> dict:
 
 def recurrence_record(quantizer: str, seed: int, rec_opts: dict):
     """The spec §6 toy (REC paper) for one quantizer: (summary + checks, per-step rows)."""
-    from .gaussian import recurrence_toy
-
-    result = recurrence_toy(quantizer, m=int(rec_opts["m"]), n=int(rec_opts["n"]), lr=float(rec_opts["lr"]),
+    result = T.recurrence_toy(quantizer, m=int(rec_opts["m"]), n=int(rec_opts["n"]), lr=float(rec_opts["lr"]),
                             steps=int(rec_opts["steps"]), seed=seed, train_v=bool(rec_opts["train_v"]))
     summary = dict(result.summary)
     # REC paper / spec §6: visits in the last quarter and Q(w_t) not eventually constant; never exact counts.
@@ -405,18 +398,12 @@ def plan_theory(cfg, opts: dict) -> list[dict]:
     return plan
 
 
-def _version() -> str:
-    from .. import __version__
-
-    return __version__
-
-
 def _base_record(cfg, item: dict, opts: dict) -> dict:
     part = item["part"]
     m, n = (opts["m"], opts["n"]) if part == "estimator" else (opts["recurrence"]["m"], opts["recurrence"]["n"])
     method = item["name"] if part == "estimator" else f"recurrence-{item['name']}"
     return {
-        "schema_version": SCHEMA_VERSION, "qbench_version": _version(), "suite": cfg.name, "run_id": item["run_id"],
+        "schema_version": SCHEMA_VERSION, "qbench_version": __version__, "suite": cfg.name, "run_id": item["run_id"],
         "kind": "theory", "theory_part": part, "status": "failed", "error": None, "method": method,
         "estimator": item["name"] if part == "estimator" else None,
         "quantizer": item["name"] if part == "recurrence" else None,
@@ -429,8 +416,6 @@ def _base_record(cfg, item: dict, opts: dict) -> dict:
 
 
 def _run_item(cfg, item: dict, opts: dict, run_dir: Path, method_hparams: dict) -> dict:
-    from ..run.runner import _device_name
-
     start = time.perf_counter()
     record = _base_record(cfg, item, opts)
     if item["part"] == "estimator":
@@ -448,8 +433,6 @@ def _run_item(cfg, item: dict, opts: dict, run_dir: Path, method_hparams: dict) 
                       final_loss=row["train_final_loss"], final_theta=row["train_final_theta"],
                       train_loss=row["train_final_loss"], steps=row["train_steps"])
         if name not in ("identity", "relu", "clipped_relu"):
-            from ..run.runner import parse_method_spec
-
             record["method_hparams"] = parse_method_spec(name, method_hparams)[1]
     else:
         summary, rows = recurrence_record(item["name"], item["seed"], opts["recurrence"])
@@ -457,30 +440,23 @@ def _run_item(cfg, item: dict, opts: dict, run_dir: Path, method_hparams: dict) 
         record["final_loss"] = float(rows[-1]["loss_q"])
         record["train_loss"] = record["final_loss"]
     record.update(status="complete", wall_time_s=time.perf_counter() - start, epochs_completed=None,
-                  device_name=_device_name(torch.device("cpu")))
+                  device_name=device_name(torch.device("cpu")))
     write_jsonl(run_dir / "metrics.jsonl", rows)
     return record
 
 
-def run_theory_suite_records(cfg, *, resume: bool = True, log: Callable[[str], None] = print):
+def run_theory_suite(cfg, *, resume: bool = True, log: Callable[[str], None] = print):
     """Run a ``kind: theory`` suite (``qbench run suite=theory-gaussian``): one record per estimator × seed and per
-    recurrence quantizer × seed, each skipped when already complete (unless ``resume=False``, i.e. ``--fresh``), then
-    the theory table (``leaderboards/<suite>.md`` and ``.csv``) and its plots.
-    Returns a :class:`qbench.runner.SuiteRun`.
+    recurrence quantizer × seed, each skipped when already complete (unless ``resume=False``, i.e. ``--fresh``).
+    ``qbench run`` then writes the theory table (``qbench report``'s ``leaderboards/<suite>.md`` and ``.csv``).
+    Returns a :class:`qbench.results.SuiteRun`.
     """
-    from ..config import to_dict, to_yaml
-    from ..report.leaderboard import report
-    from ..registry import load_plugin
-    from ..run.runner import SuiteRun, load_result
-
     for plugin in cfg.plugins:
         load_plugin(plugin)
     opts = theory_options(cfg)
     method_hparams = to_dict(cfg).get("method_hparams") or {}
     for estimator in opts["estimators"]:  # an unknown estimator or method fails before anything runs
-        from .gaussian import ESTIMATOR_NAMES
-
-        if estimator not in ESTIMATOR_NAMES:
+        if estimator not in T.ESTIMATOR_NAMES:
             _check_method_estimator(str(estimator), int(opts["estimator_bits"]), method_hparams)
     suite_dir = Path(cfg.results_dir) / cfg.name
     outcome = SuiteRun()
@@ -512,8 +488,6 @@ def run_theory_suite_records(cfg, *, resume: bool = True, log: Callable[[str], N
             log(f"  {_summary_line(record)}  ({record['wall_time_s']:.1f} s)")
         atomic_write_json(run_dir / "result.json", record)
         outcome.results.append(record)
-    paths = report(cfg.name, results_dir=cfg.results_dir, formats=("md", "csv"))
-    log("theory table and plots: " + ", ".join(str(p) for p in paths))
     return outcome
 
 

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import os
 import re
 import socket
@@ -61,7 +60,13 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..bits import parse_bits
+from ..config import SuiteConfig, get_value, parse_shard, recipe_dims, to_dict
 from ..errors import ConfigError, QbenchError
+from ..registry import create_method, load_plugin, parse_method_spec
+from ..results import ResultsLayout, atomic_write_json
+from ..run.device import resolve_device
+from ..run.runner import Cell, cell_config, load_splits, plan_cells, run_cell
 
 __all__ = [
     "tune_suite",
@@ -72,8 +77,6 @@ __all__ = [
     "storage_label",
     "journal_path",
     "mask_url",
-    "recipe_keys",
-    "validate_recipe_space",
     "study_summary",
     "summary_path",
 ]
@@ -87,10 +90,6 @@ _HOST = socket.gethostname()
 _POLL_S = 1.0
 _MAX_CONSECUTIVE_FAILURES = 3
 
-# Recipe keys that may not be tuned: the budget (epochs), the hardware, and list-valued keys.
-_TRAIN_FIXED = {"epochs", "device", "compile", "channels_last", "amp", "max_steps_per_epoch", "diag_batches",
-                "milestones"}
-_DATA_TUNABLE = ("batch_size", "augment")
 
 
 # ---------------------------------------------------------------------------------------------------- studies
@@ -111,10 +110,8 @@ class StudySpec:
         label = self.method.replace(":", "-").replace(",", "-").replace("/", "_")
         return f"{label}_{self.arch}_{self.bits}_{self.policy}"
 
-    def cell(self, seed: int):
-        from ..run.runner import Cell
-
-        return Cell(self.method, self.arch, self.bits, self.policy, int(seed), False)
+    def cell(self, seed: int) -> Cell:
+        return Cell(self.method, self.arch, parse_bits(self.bits), self.policy, int(seed), False)
 
 
 def study_specs(cfg) -> list[StudySpec]:
@@ -122,14 +119,11 @@ def study_specs(cfg) -> list[StudySpec]:
     trains with ``tune.seed_for_trials``). ``shard=i/n`` keeps a deterministic 1/n of the studies."""
     import hashlib
 
-    from ..config import parse_shard
-    from ..run.runner import plan_cells
-
     unsharded = copy.deepcopy(cfg)
     unsharded.shard = None
     specs: list[StudySpec] = []
     for cell in plan_cells(unsharded):
-        spec = StudySpec(str(cfg.name), cell.method, cell.arch, cell.bits, cell.policy)
+        spec = StudySpec(str(cfg.name), cell.method, cell.arch, str(cell.bits), cell.policy)
         if spec not in specs:
             specs.append(spec)
     if cfg.shard:
@@ -139,115 +133,19 @@ def study_specs(cfg) -> list[StudySpec]:
 
 
 def summary_path(cfg, spec: StudySpec) -> Path:
-    return tuning_dir(cfg) / f"{spec.slug}.json"
+    return ResultsLayout(cfg.results_dir, cfg.name).study_summary_path(spec.slug)
 
 
 def tuning_dir(cfg) -> Path:
-    return Path(cfg.results_dir) / str(cfg.name) / "tuning"
+    return ResultsLayout(cfg.results_dir, cfg.name).tuning_dir
 
 
 def journal_path(cfg) -> Path:
-    return tuning_dir(cfg) / "journal.log"
-
-
-# ------------------------------------------------------------------------------------------------ recipe space
-@dataclass(frozen=True)
-class _Dim:
-    key: str
-    kind: str  # "float" | "int" | "categorical"
-    low: float | int | None = None
-    high: float | int | None = None
-    log: bool = False
-    choices: tuple = ()
-
-    def suggest(self, trial) -> Any:
-        if self.kind == "categorical":
-            return trial.suggest_categorical(self.key, list(self.choices))
-        if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
-
-    def describe(self) -> str:
-        if self.kind == "categorical":
-            return f"{self.key} ∈ {list(self.choices)}"
-        return f"{self.key} ∈ [{self.low}, {self.high}]{' log' if self.log else ''}"
-
-
-def recipe_keys() -> list[str]:
-    """The dotted recipe keys ``tune.recipe_space`` may open (every scalar of ``train`` but the budget and the
-    hardware, plus ``data.batch_size`` and ``data.augment``)."""
-    from ..config import TrainConfig
-
-    keys = [f"train.{f.name}" for f in dataclasses.fields(TrainConfig) if f.name not in _TRAIN_FIXED]
-    return sorted(keys + [f"data.{k}" for k in _DATA_TUNABLE])
+    return ResultsLayout(cfg.results_dir, cfg.name).journal_path
 
 
 def _is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
-def validate_recipe_space(space: Any) -> list[_Dim]:
-    """Parse and check ``tune.recipe_space``; a mistake raises a one-line :class:`ConfigError`."""
-    from omegaconf import DictConfig, ListConfig, OmegaConf
-
-    if isinstance(space, (DictConfig, ListConfig)):
-        space = OmegaConf.to_container(space, resolve=True)
-    space = space or {}
-    if not isinstance(space, dict):
-        raise ConfigError("tune.recipe_space must map dotted recipe keys to ranges, e.g. {train.lr: [0.01, 0.3, log]}")
-    valid = recipe_keys()
-    dims = []
-    for key, value in space.items():
-        key = str(key)
-        if key not in valid:
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            budget = " (the epoch budget is tune.epochs)" if key == "train.epochs" else ""
-            raise ConfigError(f"unknown tune.recipe_space key '{key}'{hint}{budget}; valid keys: {', '.join(valid)}")
-        dims.append(_parse_dim(key, value))
-    return dims
-
-
-def _parse_dim(key: str, value: Any) -> _Dim:
-    where = f"tune.recipe_space['{key}']"
-    fmt = "write [low, high, log|linear], a list of choices, or {choices: [...]}"
-    if isinstance(value, dict):
-        if "choices" in value and set(value) == {"choices"}:
-            return _categorical(key, value["choices"], where)
-        if set(value) <= {"low", "high", "log"} and {"low", "high"} <= set(value):
-            return _range(key, value["low"], value["high"], bool(value.get("log", False)), where)
-        raise ConfigError(f"{where}: bad mapping {value}; {fmt}")
-    if isinstance(value, (list, tuple)):
-        if len(value) == 3 and str(value[2]).lower() in ("log", "linear") and _is_number(value[0]) \
-                and _is_number(value[1]):
-            return _range(key, value[0], value[1], str(value[2]).lower() == "log", where)
-        if len(value) == 2 and all(_is_number(v) for v in value):
-            raise ConfigError(f"{where}: [{value[0]}, {value[1]}] is ambiguous; write [{value[0]}, {value[1]}, log] "
-                              f"or [{value[0]}, {value[1]}, linear] for a range, or {{choices: [{value[0]}, "
-                              f"{value[1]}]}} for two choices")
-        return _categorical(key, value, where)
-    raise ConfigError(f"{where}: got {value!r}; {fmt}")
-
-
-def _range(key, low, high, log, where) -> _Dim:
-    if not (_is_number(low) and _is_number(high)):
-        raise ConfigError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
-    if not low < high:
-        raise ConfigError(f"{where}: low ({low}) must be below high ({high})")
-    if log and low <= 0:
-        raise ConfigError(f"{where}: a log range needs low > 0 (got {low})")
-    kind = "int" if isinstance(low, int) and isinstance(high, int) else "float"
-    return _Dim(key, kind, low, high, log)
-
-
-def _categorical(key, choices, where) -> _Dim:
-    choices = list(choices or [])
-    if not choices:
-        raise ConfigError(f"{where}: empty list of choices")
-    for c in choices:
-        if c is not None and not isinstance(c, (bool, int, float, str)):
-            raise ConfigError(f"{where}: choice {c!r} must be a number, string, bool or null")
-    return _Dim(key, "categorical", choices=tuple(choices))
 
 
 # ------------------------------------------------------------------------------------------------- method space
@@ -294,7 +192,7 @@ class _Space:
     method: Any  # instance with the suite's hyperparameters (its search_space may read self.hp)
     fixed: dict  # pinned by the variant spec
     method_params: dict  # name → the configured (default) value
-    recipe: list  # [_Dim]
+    recipe: list  # [SearchDim]
     recipe_defaults: dict  # dotted key → the suite's value
 
     @property
@@ -321,12 +219,6 @@ class _Space:
 
 
 def _method_space(cfg, spec: StudySpec, recipe: list) -> _Space:
-    from omegaconf import OmegaConf
-
-    from ..config import to_dict
-    from ..registry import create_method
-    from ..run.runner import parse_method_spec
-
     base, hparams = parse_method_spec(spec.method, to_dict(cfg).get("method_hparams"))
     _, inline = parse_method_spec(spec.method, None)
     method = create_method(base, **hparams)
@@ -337,7 +229,7 @@ def _method_space(cfg, spec: StudySpec, recipe: list) -> _Space:
         raise ConfigError(f"method '{base}' search space suggests {', '.join(repr(u) for u in unknown)}, not among its "
                           f"hyperparameters; valid: {', '.join(sorted(method.config)) or '(none)'}")
     method_params = {name: method.config[name] for name in recorder.suggested}
-    recipe_defaults = {d.key: OmegaConf.select(cfg, d.key) for d in recipe}
+    recipe_defaults = {d.key: get_value(cfg, d.key) for d in recipe}
     return _Space(base, method, dict(inline), method_params, recipe, recipe_defaults)
 
 
@@ -717,8 +609,6 @@ class _Worker:
         import optuna
         from optuna.trial import TrialState
 
-        from ..run.runner import _device, cell_config, run_cell
-
         cfg = self.cfg
         self.current_trial = trial.number
         n_trials = int(cfg.tune.n_trials)
@@ -737,8 +627,8 @@ class _Worker:
             if name not in space.fixed:
                 extra[f"method_hparams.{space.base}.{name}"] = value
         cell = spec.cell(int(cfg.tune.seed_for_trials))
-        cfg_dict = cell_config(cfg, cell, extra)
-        device = _device(str(cfg_dict["train"].get("device", "auto")))
+        trial_cfg = cell_config(cfg, cell, extra)
+        device = resolve_device(trial_cfg.train.device)
         trial.set_user_attr("device", device.type)
         run_dir = tuning_dir(cfg) / spec.slug / f"trial_{trial.number}"
         shown = ", ".join(f"{k}={_fmt(v)}" for k, v in trial.params.items()) or "(no parameters)"
@@ -753,7 +643,7 @@ class _Worker:
 
         t0 = time.perf_counter()
         try:
-            result = run_cell(cfg_dict, run_dir, resume=False, progress=self.progress and self.n_workers == 1,
+            result = run_cell(trial_cfg, cell, run_dir, resume=False, progress=self.progress and self.n_workers == 1,
                               epoch_callback=report, evaluate_test=False, log=self.say)
         except optuna.TrialPruned as exc:
             self.say(f"{spec.name} trial {trial.number}{tag}: {shown} → {exc} ({time.perf_counter() - t0:.1f} s)")
@@ -830,8 +720,6 @@ def study_summary(cfg, spec: StudySpec, study, space: _Space | None = None) -> d
 
 
 def _write_summary(cfg, spec: StudySpec, study) -> dict:
-    from ..results import atomic_write_json
-
     summary = study_summary(cfg, spec, study)
     atomic_write_json(summary_path(cfg, spec), summary)
     return summary
@@ -839,17 +727,9 @@ def _write_summary(cfg, spec: StudySpec, study) -> dict:
 
 # ----------------------------------------------------------------------------------------------------- entries
 def _resolve(cfg, *, log) -> tuple[list[StudySpec], dict[StudySpec, _Space]]:
-    from ..registry import load_plugin
-
     if cfg.kind != "train":
         raise QbenchError(f"suite '{cfg.name}' is a {cfg.kind} suite; only training suites can be tuned")
-    t = cfg.tune
-    for key in ("n_trials", "epochs", "workers"):
-        if int(t[key]) < 1:
-            raise ConfigError(f"tune.{key} must be at least 1, got {t[key]}")
-    if int(t.max_retry) < 0 or int(t.heartbeat_interval) < 1:
-        raise ConfigError("tune.max_retry must be ≥ 0 and tune.heartbeat_interval ≥ 1")
-    recipe = validate_recipe_space(t.recipe_space)
+    recipe = recipe_dims(cfg.tune.recipe_space)
     for plugin in cfg.plugins:
         load_plugin(plugin)
     specs = study_specs(cfg)
@@ -860,12 +740,9 @@ def _resolve(cfg, *, log) -> tuple[list[StudySpec], dict[StudySpec, _Space]]:
 def tune_suite(cfg, *, progress: bool = True, log: Callable[[str], None] = print) -> list[dict]:
     """Tune every (method, arch, bits, policy) of a suite; returns one summary dict per study (see
     :func:`study_summary`). Resumes studies that exist in the storage."""
-    from ..config import to_dict
-    from ..run.runner import _datasets
-
     _quiet_optuna()
     specs, spaces = _resolve(cfg, log=log)
-    _datasets(to_dict(cfg)["data"])  # a data error is one line before anything starts
+    load_splits(cfg.data)  # a data error is one line before anything starts
     storage = open_storage(cfg)
     n_workers = int(cfg.tune.workers)
     label = storage_label(cfg)
@@ -934,12 +811,9 @@ def _pct(value) -> str:
 def _run_workers(cfg, specs: list[StudySpec], n_workers: int, progress: bool, log) -> None:
     import multiprocessing
 
-    from ..config import to_dict
-
     ctx = multiprocessing.get_context("spawn")
-    data = to_dict(cfg)
     names = [dataclasses.asdict(s) for s in specs]
-    procs = [ctx.Process(target=_worker_main, args=(data, names, i, n_workers, progress), name=f"qbench-tune-w{i}")
+    procs = [ctx.Process(target=_worker_main, args=(cfg, names, i, n_workers, progress), name=f"qbench-tune-w{i}")
              for i in range(n_workers)]
     log(f"starting {n_workers} worker processes")
     for p in procs:
@@ -958,14 +832,11 @@ def _run_workers(cfg, specs: list[StudySpec], n_workers: int, progress: bool, lo
                           f"then re-run the same command to resume")
 
 
-def _worker_main(data: dict, spec_dicts: list[dict], index: int, n_workers: int, progress: bool) -> None:
+def _worker_main(cfg: SuiteConfig, spec_dicts: list[dict], index: int, n_workers: int, progress: bool) -> None:
     """Entry of a worker process (spawned): tune the given studies until each has n_trials finished trials."""
     import sys
 
     import torch
-    from omegaconf import OmegaConf
-
-    from ..config import SuiteConfig
 
     def log(message: str) -> None:
         print(message, flush=True)
@@ -973,8 +844,6 @@ def _worker_main(data: dict, spec_dicts: list[dict], index: int, n_workers: int,
     try:
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // n_workers))
         _quiet_optuna()
-        data = {k: v for k, v in data.items() if k != "cell"}
-        cfg = OmegaConf.merge(OmegaConf.structured(SuiteConfig), data)
         specs, spaces = _resolve(cfg, log=log)
         wanted = [StudySpec(**d) for d in spec_dicts]
         storage = open_storage(cfg)
@@ -997,9 +866,9 @@ def tuned_overrides(cfg, cell) -> dict[str, Any]:
     from optuna.trial import TrialState
 
     _quiet_optuna()
-    spec = StudySpec(str(cfg.name), cell.method, cell.arch, cell.bits, cell.policy)
+    spec = StudySpec(str(cfg.name), cell.method, cell.arch, str(cell.bits), cell.policy)
     first = f"run `qbench tune suite={cfg.name} method={spec.method.partition(':')[0]}` first"
-    recipe = validate_recipe_space(cfg.tune.recipe_space)
+    recipe = recipe_dims(cfg.tune.recipe_space)
     space = _method_space(cfg, spec, recipe)
     if space.empty:
         return {}  # nothing is tunable: the tuned run is the default run

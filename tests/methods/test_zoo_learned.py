@@ -15,6 +15,7 @@ from torch.nn import functional as F
 
 import _tiny
 import qbench
+from qbench.config import TrainConfig
 from qbench.errors import BitsError, ConfigError
 from qbench.methods.dorefa import DoReFaActivation, DoReFaWeight, dorefa_weight, quantize_k
 from qbench.methods.dsq import DSQQuantizer, DSQWeight, dsq_hard, dsq_quantize
@@ -248,7 +249,7 @@ def test_pact_eval_levels_and_alpha_weight_decay_in_its_own_group():
     method = qbench.create_method("pact", alpha_decay=0.01)
     model = nn.Sequential(nn.Linear(4, 4), PACTActivation(2, alpha_init=10.0))
     groups = method.param_groups(model)
-    opt = build_optimizer(groups, {"optimizer": "sgd", "lr": 0.1, "momentum": 0.0, "weight_decay": 0.5})
+    opt = build_optimizer(groups, TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.5))
     assert [g["weight_decay"] for g in opt.param_groups] == [0.5, 0.01]
     x = torch.randn(16, 4)
     model.eval()

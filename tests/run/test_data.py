@@ -10,22 +10,32 @@ import numpy as np
 import pytest
 import torch
 
+from qbench.config import DATASETS, DataConfig, SuiteConfig, validate
 from qbench.run.data import (
-    DATASETS,
     CIFAR10_MEAN,
     CIFAR10_STD,
     MNIST_MEAN,
     MNIST_STD,
     BatchedSamples,
     DatasetSplits,
-    build_datasets,
-    build_loaders,
     collate_batched,
     random_crop_flip,
     read_idx,
     stratified_split,
 )
-from qbench.errors import DataError, QbenchError
+from qbench.errors import ConfigError, DataError, QbenchError
+from qbench.run.data import build_datasets as _build_datasets
+from qbench.run.data import build_loaders as _build_loaders
+
+
+def build_datasets(name, root=None, **options):
+    """The splits of a dataset from the DataConfig the runner would pass."""
+    return _build_datasets(DataConfig(name=name, root=None if root is None else str(root), **options))
+
+
+def build_loaders(splits, *, seed=0, rank=0, world_size=1, **options):
+    return _build_loaders(splits, DataConfig(name=splits.name, **options), seed=seed, rank=rank,
+                          world_size=world_size)
 
 # ---------------------------------------------------------------------------------------------------------------------
 # Writers of the real formats
@@ -365,10 +375,10 @@ def test_fake_is_deterministic():
 
 
 def test_unknown_dataset_and_bad_options():
-    with pytest.raises(DataError, match="unknown dataset 'svhn'.*mnist5k"):
-        build_datasets("svhn")
-    with pytest.raises(DataError, match="val_fraction"):
-        build_datasets("digits", val_fraction=1.0)
+    with pytest.raises(ConfigError, match="unknown data.name 'svhn'.*mnist5k"):
+        validate(SuiteConfig(data=DataConfig(name="svhn")))
+    with pytest.raises(ConfigError, match="val_fraction"):
+        validate(SuiteConfig(data=DataConfig(name="digits", val_fraction=1.0)))
     assert DATASETS == ("mnist5k", "digits", "mnist", "cifar10", "cifar100", "imagenet", "fake")
 
 
@@ -437,23 +447,28 @@ def test_mnist5k_epoch_covers_every_training_sample_once():
         torch.as_tensor([splits.train[i][1] for i in range(len(splits.train))]), minlength=10))
 
 
-def test_distributed_sampler(tmp_path):
-    import torch.distributed as dist
+def test_distributed_sampler():
     from torch.utils.data import DistributedSampler
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
-    try:
-        splits = build_datasets("digits")
-        train, val, _ = build_loaders(splits, batch_size=64, seed=2, distributed=True)
+    splits = build_datasets("digits")
+    shards = [build_loaders(splits, batch_size=64, seed=2, rank=r, world_size=2) for r in (0, 1)]
+    for train, val, _ in shards:
         assert isinstance(train.sampler, DistributedSampler) and train.sampler.shuffle
-        train.sampler.set_epoch(0)
-        epoch0 = torch.cat([y for _, y in train])
-        train.sampler.set_epoch(1)
-        epoch1 = torch.cat([y for _, y in train])
-        assert len(epoch0) == len(splits.train) and not torch.equal(epoch0, epoch1)
+        assert train.batch_size == 32  # data.batch_size is the global batch
         assert not isinstance(val.sampler, DistributedSampler)
-    finally:
-        dist.destroy_process_group()
+    epochs = []
+    for epoch in (0, 1):
+        halves = []
+        for train, _, _ in shards:
+            train.sampler.set_epoch(epoch)
+            halves.append(torch.cat([y for _, y in train]))
+        assert len(halves[0]) == len(halves[1]) == (len(splits.train) + 1) // 2
+        epochs.append(torch.cat(halves))
+    assert not torch.equal(epochs[0], epochs[1])
+    # the two ranks together see every training sample once per epoch (one duplicate pads an odd count)
+    labels = torch.as_tensor([splits.train[i][1] for i in range(len(splits.train))])
+    counts = torch.bincount(epochs[0], minlength=10) - torch.bincount(labels, minlength=10)
+    assert counts.sum() == len(splits.train) % 2 and (counts >= 0).all()
 
 
 def test_batched_samples_work_with_default_collate():

@@ -18,6 +18,7 @@ the full batch's mean loss.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -30,8 +31,14 @@ import pytest
 import torch
 from timm.models import register_model
 from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler
 
 import qbench.run.distributed as qdist
+from qbench.config import load_config
+from qbench.errors import QbenchError
+from qbench.run import runner
+from qbench.run.data import collate_batched
+from qbench.run.runner import cell_config, plan_cells, run_cell, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -88,39 +95,31 @@ if "qbench_ddp_nan_on_rank1" not in __import__("timm").list_models("qbench_ddp_n
         return NaNOnRank1(**kwargs)
 
 
-def _cell_config(method: str, results_dir) -> dict:
-    from qbench.config import load_config
-    from qbench.run.runner import cell_config, plan_cells
-
+def _cell_config(method: str, results_dir):
+    """(the resolved config of the one cell of ``method``, that cell)."""
     cfg = load_config("quickstart", [*EQUIV, f"methods=[{method}]", f"results_dir={results_dir}"])
     (cell,) = plan_cells(cfg)
-    data = cell_config(cfg, cell)
-    data["model"]["save_final"] = True  # the final weights (model.pt) are compared
-    return data
+    return cell_config(cfg, cell, {"model.save_final": True}), cell  # the final weights (model.pt) are compared
 
 
 def _worker(out: str) -> None:
     """torchrun entry point: train every method of EQUIV_METHODS with run_cell under DDP (WORLD_SIZE=2)."""
-    from qbench.run.runner import run_cell
-
     torch.set_num_threads(1)
     with qdist.session("cpu"):
         assert qdist.world_size() == 2
         for method in EQUIV_METHODS:
-            data = _cell_config(method, out)
-            run_cell(data, Path(out) / "suite" / data["cell"]["run_id"], progress=False, log=lambda _m: None)
+            cfg, cell = _cell_config(method, out)
+            run_cell(cfg, cell, Path(out) / "suite" / cell.run_id, progress=False, log=lambda _m: None)
 
 
 def _diverging_worker(out: str) -> None:
     """torchrun entry point: one cell whose loss is NaN on rank 1 only."""
-    from qbench.run.runner import run_cell
-
     torch.set_num_threads(1)
     with qdist.session("cpu"):
-        data = _cell_config("ste", out)
-        data["model"]["archs"] = ["qbench_ddp_nan_on_rank1"]
-        data["cell"]["arch"] = "qbench_ddp_nan_on_rank1"
-        run_cell(data, Path(out) / "suite" / "diverging", progress=False, log=lambda _m: None)
+        cfg, cell = _cell_config("ste", out)
+        cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, archs=["qbench_ddp_nan_on_rank1"]))
+        cell = dataclasses.replace(cell, arch="qbench_ddp_nan_on_rank1")
+        run_cell(cfg, cell, Path(out) / "suite" / "diverging", progress=False, log=lambda _m: None)
 
 
 def _env() -> dict:
@@ -132,24 +131,18 @@ def _env() -> dict:
 
 def _one_process_in_distributed_order(monkeypatch):
     """Make run_cell's single-process train loader shuffle like DistributedSampler(num_replicas=1), same seed."""
-    import qbench.run.data as qdata
-    from torch.utils.data import DataLoader, DistributedSampler
+    real = runner.build_loaders
 
-    real = qdata.build_loaders
-
-    def build_loaders(splits, **kw):
-        train, val, test = real(splits, **kw)
+    def build_loaders(splits, data, **kw):
+        train, val, test = real(splits, data, **kw)
         sampler = DistributedSampler(splits.train, num_replicas=1, rank=0, shuffle=True, seed=kw.get("seed", 0))
-        train = DataLoader(splits.train, batch_size=kw["batch_size"], sampler=sampler,
-                           collate_fn=qdata.collate_batched)
+        train = DataLoader(splits.train, batch_size=data.batch_size, sampler=sampler, collate_fn=collate_batched)
         return train, val, test
 
-    monkeypatch.setattr(qdata, "build_loaders", build_loaders)
+    monkeypatch.setattr(runner, "build_loaders", build_loaders)
 
 
 def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
-    from qbench.run.runner import run_cell
-
     ddp_out = tmp_path / "ddp"
     proc = subprocess.run([*TORCHRUN, __file__, "worker", str(ddp_out)], env=_env(), cwd=REPO,
                           capture_output=True, text=True, timeout=240)
@@ -157,16 +150,16 @@ def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_pat
 
     _one_process_in_distributed_order(monkeypatch)
     for method in EQUIV_METHODS:
-        data = _cell_config(method, tmp_path / "one")
-        run_id = data["cell"]["run_id"]
-        one = run_cell(data, tmp_path / "one" / run_id, progress=False, log=lambda _m: None)
+        cfg, cell = _cell_config(method, tmp_path / "one")
+        run_id = cell.run_id
+        one = run_cell(cfg, cell, tmp_path / "one" / run_id, progress=False, log=lambda _m: None)
         ddp_dir = ddp_out / "suite" / run_id
         ddp = json.loads((ddp_dir / "result.json").read_text())
         assert ddp["status"] == one["status"] == "complete", method
         # same global batches → same steps: final weights (latent weights, BCGD's learned α, biases) within fp32
         # rounding of the different reduction order
-        w_one = torch.load(tmp_path / "one" / run_id / "model.pt", weights_only=False)
-        w_ddp = torch.load(ddp_dir / "model.pt", weights_only=False)
+        w_one = torch.load(tmp_path / "one" / run_id / "model.pt", weights_only=True)
+        w_ddp = torch.load(ddp_dir / "model.pt", weights_only=True)
         assert set(w_one) == set(w_ddp), "the DDP run must save the unwrapped model's keys (no 'module.')"
         for key in w_one:
             torch.testing.assert_close(w_ddp[key], w_one[key], rtol=1e-4, atol=1e-5, msg=f"{method}: {key}")
@@ -275,7 +268,7 @@ def test_killed_torchrun_job_resumes_to_the_same_final_metrics(tmp_path):
 def test_helpers_are_no_ops_in_one_process(tmp_path, monkeypatch):
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
         monkeypatch.delenv(key, raising=False)
-    assert qdist.env() == (0, 1, 0) and qdist.is_main() and qdist.world_size() == 1
+    assert qdist.dist_env() == (0, 1, 0) and qdist.is_main() and qdist.world_size() == 1
     assert qdist.init("cpu") is False and not qdist.is_initialized()
     with qdist.session("cpu") as created:
         assert created is False
@@ -299,10 +292,6 @@ def test_unwrap_strips_ddp_and_compile_wrappers():
 
 
 def test_global_batch_must_divide_by_the_world_size(tmp_path, monkeypatch):
-    from qbench.config import load_config
-    from qbench.errors import QbenchError
-    from qbench.run.runner import run_suite
-
     monkeypatch.setenv("WORLD_SIZE", "3")
     cfg = load_config("quickstart", ["data.name=digits", "method=fp", "seeds=[0]", "data.batch_size=64",
                                      f"results_dir={tmp_path}"])

@@ -92,6 +92,7 @@ def test_fp_init_from_a_local_state_dict(tmp_path):
     1000-class file into a 3-class model: the classifier is skipped with a warning, everything else loads)."""
     import timm
 
+    from qbench.config import ModelConfig
     from qbench.run.models import create_model
 
     source = timm.create_model("resnet18", num_classes=1000)
@@ -99,7 +100,7 @@ def test_fp_init_from_a_local_state_dict(tmp_path):
     torch.save(source.state_dict(), path)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = create_model("resnet18", num_classes=3, in_chans=3, input_size=(3, 32, 32), checkpoint=str(path))
+        model = create_model("resnet18", ModelConfig(checkpoint=str(path)), num_classes=3, in_chans=3, input_size=(3, 32, 32))
     assert torch.equal(model.conv1.weight, source.conv1.weight)
     assert torch.equal(model.layer4[1].conv2.weight, source.layer4[1].conv2.weight)
     assert any("fc.weight" in str(w.message) and "shape mismatch" in str(w.message) for w in caught)

@@ -10,7 +10,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-import qbench.run.models as qm
+import qbench.run.models.zoo as qm
+from qbench.config import ModelConfig
 from qbench.errors import QbenchError
 from qbench.run.models import ARCHS, CONVNET_AQE_WIDTHS, ShortcutA, adapt_to_32px, create_model, load_checkpoint
 
@@ -190,7 +191,7 @@ def test_resnet18_cifar_is_adapted():
 
 
 def test_adapt_to_32px_conv_stem_and_unsupported():
-    model = create_model("mobilenetv3_small_050", num_classes=10, in_chans=3, adapt_32px=True)
+    model = create_model("mobilenetv3_small_050", ModelConfig(adapt_32px=True), num_classes=10, in_chans=3)
     assert model.conv_stem.stride == (1, 1) and model.pretrained_cfg["input_size"] == (3, 32, 32)
     with pytest.raises(QbenchError, match="adapt_to_32px supports"):
         adapt_to_32px(nn.Sequential(nn.Linear(2, 2)))
@@ -205,9 +206,9 @@ def test_create_model_errors():
     with pytest.raises(QbenchError, match="3 channels but in_chans=1"):
         create_model("resnet20_cifar", num_classes=10, in_chans=1, input_size=(3, 32, 32))
     with pytest.raises(QbenchError, match="remove the unsupported model option"):
-        create_model("resnet20_cifar", num_classes=10, in_chans=3, no_such_option=1)
+        create_model("resnet20_cifar", ModelConfig(kwargs={"no_such_option": 1}), num_classes=10, in_chans=3)
     with pytest.raises(QbenchError, match="resnet20_cifar has no pretrained weights; set model.pretrained=false"):
-        create_model("resnet20_cifar", num_classes=10, in_chans=3, pretrained=True)
+        create_model("resnet20_cifar", ModelConfig(pretrained=True), num_classes=10, in_chans=3)
 
 
 def test_pretrained_without_network_is_one_line_naming_the_fix(monkeypatch):
@@ -219,7 +220,7 @@ def test_pretrained_without_network_is_one_line_naming_the_fix(monkeypatch):
 
     monkeypatch.setattr(builder, "load_pretrained", offline)
     with pytest.raises(QbenchError) as err:
-        create_model("resnet18", num_classes=10, in_chans=3, pretrained=True)
+        create_model("resnet18", ModelConfig(pretrained=True), num_classes=10, in_chans=3)
     message = str(err.value)
     assert "\n" not in message and "Network is unreachable" in message
     assert "could not be fetched" in message and "model.checkpoint=" in message
@@ -238,12 +239,12 @@ def test_checkpoint_round_trip(tmp_path):
     torch.save(source.state_dict(), path)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        loaded = create_model("resnet20_cifar", num_classes=10, in_chans=3, checkpoint=str(path))
+        loaded = create_model("resnet20_cifar", ModelConfig(checkpoint=str(path)), num_classes=10, in_chans=3)
     for (k, a), (_, b) in zip(source.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), k
     # wrapped and DDP-prefixed
     torch.save({"model": {f"module.{k}": v for k, v in source.state_dict().items()}, "epoch": 3}, path)
-    again = create_model("resnet20_cifar", num_classes=10, in_chans=3, checkpoint=path)
+    again = create_model("resnet20_cifar", ModelConfig(checkpoint=str(path)), num_classes=10, in_chans=3)
     assert torch.equal(again.fc.weight, source.fc.weight)
 
 
@@ -252,7 +253,7 @@ def test_checkpoint_mismatch_warns_and_loads_the_rest(tmp_path):
     path = tmp_path / "lenet.pt"
     torch.save(source.state_dict(), path)
     with pytest.warns(UserWarning, match=r"skipped for shape mismatch \(fc.weight"):
-        target = create_model("lenet5", num_classes=5, in_chans=1, checkpoint=path)
+        target = create_model("lenet5", ModelConfig(checkpoint=str(path)), num_classes=5, in_chans=1)
     assert torch.equal(target.conv1.weight, source.conv1.weight)
     state = source.state_dict()
     state["extra.weight"] = torch.zeros(1)
@@ -280,10 +281,10 @@ def test_checkpoint_of_parametrized_model_loads_into_float_model(tmp_path):
 
 def test_checkpoint_missing_or_unreadable(tmp_path):
     with pytest.raises(QbenchError, match="checkpoint file not found"):
-        create_model("lenet5", num_classes=10, in_chans=1, checkpoint=str(tmp_path / "nope.pt"))
+        create_model("lenet5", ModelConfig(checkpoint=str(tmp_path / "nope.pt")), num_classes=10, in_chans=1)
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(QbenchError, match="cannot read checkpoint"):
-        create_model("lenet5", num_classes=10, in_chans=1, checkpoint=str(tmp_path / "junk.pt"))
+        create_model("lenet5", ModelConfig(checkpoint=str(tmp_path / "junk.pt")), num_classes=10, in_chans=1)
 
 
 def test_module_all_lists_the_registered_models():

@@ -15,7 +15,10 @@ from qbench.config import load_config, stage_configs
 from qbench.errors import ConfigError, QbenchError
 from qbench.report.leaderboard import build_leaderboard, load_runs, report
 from qbench.results import atomic_write_json
-from qbench.run.runner import MODEL_FILE, run_suite, warm_start
+from qbench.bits import parse_bits
+from qbench.results import MODEL_FILE
+from qbench.run.runner import Cell, run_suite, warm_start
+from qbench.theory.suite import run_theory_suite
 from qbench.theory.gaussian import ESTIMATOR_NAMES, expected_coarse_grad, random_instance, theory_table
 from qbench.theory.suite import QuadratureEstimator, estimator_record, method_estimator, theory_options
 
@@ -36,7 +39,8 @@ def _records(root: Path, suite: str) -> dict[str, dict]:
 def theory_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("theory")
     cfg = load_config("theory-gaussian", [f"results_dir={root}", *SMALL_THEORY])
-    outcome = run_suite(cfg, log=lambda _msg: None)
+    outcome = run_theory_suite(cfg, log=lambda _msg: None)
+    report(cfg.name, results_dir=root, formats=("md", "csv"))  # what `qbench run` writes after the records
     return root, cfg, outcome
 
 
@@ -71,12 +75,12 @@ def test_theory_suite_writes_complete_records_and_tables(theory_run):
 
 def test_theory_rerun_skips_and_fresh_reruns(theory_run):
     root, cfg, _ = theory_run
-    again = run_suite(cfg, log=lambda _msg: None)
+    again = run_theory_suite(cfg, log=lambda _msg: None)
     assert not again.results and len(again.skipped) == 6
     before = json.loads((root / cfg.name / "relu_gaussian_s0" / "result.json").read_text())
     fresh_cfg = load_config("theory-gaussian", [f"results_dir={root}", *SMALL_THEORY[:-1], "theory.estimators=[relu]",
                                                 "theory.recurrence.quantizers=[]"])
-    fresh = run_suite(fresh_cfg, resume=False, log=lambda _msg: None)
+    fresh = run_theory_suite(fresh_cfg, resume=False, log=lambda _msg: None)
     assert [r["run_id"] for r in fresh.results] == ["relu_gaussian_s0"] and not fresh.skipped
     after = json.loads((root / cfg.name / "relu_gaussian_s0" / "result.json").read_text())
     assert after["cos_mean"] == before["cos_mean"]  # recomputed from the same seeds: the same numbers
@@ -136,7 +140,7 @@ def test_method_estimators_are_the_methods_backward():
         theory_options({"n_drawz": 3})
     with pytest.raises(ConfigError, match="neither identity"):
         cfg = load_config("theory-gaussian", ["theory.estimators=[no_such_method]"])
-        run_suite(cfg, log=lambda _msg: None)
+        run_theory_suite(cfg, log=lambda _msg: None)
 
 
 # ------------------------------------------------------------------------------------------------- stages + warm start
@@ -195,7 +199,7 @@ def test_warm_start_loads_exactly_the_source_weights(repel_run):
     saved = torch.load(root / cfg.name / BASE / MODEL_FILE, weights_only=True)
     model = _fresh_model()
     assert not torch.equal(model.state_dict()["conv1.weight"], saved["conv1.weight"])
-    cell = {"arch": "lenet5", "bits": "W32A4", "policy": "quantized", "seed": 0}
+    cell = Cell("ste", "lenet5", parse_bits("W32A4"), "quantized", 0)
     template = "base_ste-estimator=clipped_relu_{arch}_{bits}_{policy}_s{seed}"
     assert warm_start(model, root / cfg.name, cell, template) == BASE
     state = model.state_dict()
@@ -205,7 +209,7 @@ def test_warm_start_loads_exactly_the_source_weights(repel_run):
 
 
 def test_warm_start_errors_name_the_fix(tmp_path):
-    cell = {"arch": "lenet5", "bits": "W32A4", "policy": "quantized", "seed": 0}
+    cell = Cell("ste", "lenet5", parse_bits("W32A4"), "quantized", 0)
     with pytest.raises(QbenchError, match="is not run"):
         warm_start(_fresh_model(), tmp_path, cell, "missing_s{seed}")
     atomic_write_json(tmp_path / "done_s0" / "result.json", {"status": "complete"})

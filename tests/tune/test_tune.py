@@ -13,9 +13,9 @@ from _self_kill import KILLED_TRIAL, self_killing_qbench
 from optuna.trial import TrialState
 from torch.utils.data import Dataset
 
-from qbench.run import data as qdata
 from qbench.run import runner
-from qbench.config import load_config
+from qbench.tune import study as tune_study
+from qbench.config import load_config, recipe_dims
 from qbench.errors import ConfigError, QbenchError
 from qbench.tune.study import (
     DEFAULTS_ATTR,
@@ -27,7 +27,6 @@ from qbench.tune.study import (
     summary_path,
     tune_suite,
     tuned_overrides,
-    validate_recipe_space,
 )
 
 TINY = ["data.name=digits", "data.train_subset=300", "data.batch_size=64", "model.archs=[lenet5]", "bits=[W1A4]",
@@ -52,7 +51,7 @@ class Logs(list):
 
 # ------------------------------------------------------------------------------------------------ no training
 def test_recipe_space_validation():
-    dims = validate_recipe_space({"train.lr": [0.01, 0.3, "log"], "train.momentum": [0.8, 0.99, "linear"],
+    dims = recipe_dims({"train.lr": [0.01, 0.3, "log"], "train.momentum": [0.8, 0.99, "linear"],
                                   "data.batch_size": [32, 256, "log"], "train.optimizer": ["sgd", "adamw"],
                                   "train.weight_decay": {"choices": [0.0, 1e-4]},
                                   "train.gamma": {"low": 0.05, "high": 0.5, "log": True}})
@@ -61,18 +60,18 @@ def test_recipe_space_validation():
                      "train.optimizer": ("categorical", False), "train.weight_decay": ("categorical", False),
                      "train.gamma": ("float", True)}
     with pytest.raises(ConfigError) as err:
-        validate_recipe_space({"train.lrr": [0.01, 0.3, "log"]})
+        recipe_dims({"train.lrr": [0.01, 0.3, "log"]})
     msg = str(err.value)
     assert "\n" not in msg and "train.lrr" in msg and "did you mean 'train.lr'" in msg
     assert "valid keys:" in msg and "train.weight_decay" in msg and "train.momentum" in msg
     with pytest.raises(ConfigError, match="tune.epochs"):
-        validate_recipe_space({"train.epochs": [1, 5, "linear"]})
+        recipe_dims({"train.epochs": [1, 5, "linear"]})
     with pytest.raises(ConfigError, match="ambiguous"):
-        validate_recipe_space({"train.lr": [0.01, 0.3]})
+        recipe_dims({"train.lr": [0.01, 0.3]})
     with pytest.raises(ConfigError, match="low > 0"):
-        validate_recipe_space({"train.lr": [0.0, 0.3, "log"]})
+        recipe_dims({"train.lr": [0.0, 0.3, "log"]})
     with pytest.raises(ConfigError, match="below high"):
-        validate_recipe_space({"train.lr": [0.3, 0.1, "linear"]})
+        recipe_dims({"train.lr": [0.3, 0.1, "linear"]})
 
 
 def test_unknown_recipe_key_from_the_cli(tmp_path, capsys):
@@ -104,7 +103,7 @@ def test_unreachable_postgres_is_one_line_without_password(tmp_path, capsys):
 
 def test_method_search_spaces_and_variants(tmp_path):
     cfg = tiny(tmp_path)
-    recipe = validate_recipe_space(cfg.tune.recipe_space)
+    recipe = recipe_dims(cfg.tune.recipe_space)
     bcgd = _method_space(cfg, StudySpec(cfg.name, "bcgd", "lenet5", "W1A4", "fp"), recipe)
     assert bcgd.method_params == {"estimator": "clipped_relu", "alpha_grad": "mean", "rho": 1e-5}
     assert bcgd.defaults()[0] == {"estimator": "clipped_relu", "alpha_grad": "mean", "rho": 1e-5, "train.lr": 0.05}
@@ -167,14 +166,14 @@ class _Poisoned(Dataset):
 
 
 def test_objective_is_validation_only_defaults_first_then_tuned_run(tmp_path, monkeypatch):
-    build = qdata.build_datasets
+    build = runner.build_datasets
 
     def poisoned(*args, **kwargs):
         splits = build(*args, **kwargs)
         return dataclasses.replace(splits, test=_Poisoned(splits.test))
 
-    monkeypatch.setattr(qdata, "build_datasets", poisoned)
-    monkeypatch.setattr(runner, "_DATA_CACHE", {})
+    monkeypatch.setattr(runner, "build_datasets", poisoned)
+    monkeypatch.setattr(runner, "_SPLITS_CACHE", {})
     cfg = tiny(tmp_path, "methods=[bcgd]", "tune.pruner=none")
     logs = Logs()
     [summary] = tune_suite(cfg, progress=False, log=logs)
@@ -206,8 +205,8 @@ def test_objective_is_validation_only_defaults_first_then_tuned_run(tmp_path, mo
         load_runs(tmp_path, "quickstart")
 
     # `qbench run tuned=true` trains with the best parameters on the full schedule and says so.
-    monkeypatch.setattr(qdata, "build_datasets", build)
-    monkeypatch.setattr(runner, "_DATA_CACHE", {})
+    monkeypatch.setattr(runner, "build_datasets", build)
+    monkeypatch.setattr(runner, "_SPLITS_CACHE", {})
     from qbench.cli import main
 
     args = ["run", "suite=quickstart", *TINY, f"results_dir={tmp_path}", "methods=[bcgd]", "tuned=true",
@@ -270,7 +269,7 @@ def test_fp_prunes_a_bad_trial_and_resume_keeps_every_trial(tmp_path):
 
 def test_interrupt_requeues_the_trial_and_resume_finishes(tmp_path, monkeypatch):
     cfg = tiny(tmp_path, "methods=[fp]", "tune.pruner=none", "tune.n_trials=4", "tune.epochs=1")
-    real, calls = runner.run_cell, []
+    real, calls = tune_study.run_cell, []
 
     def interrupted(*args, **kwargs):
         calls.append(1)
@@ -278,10 +277,10 @@ def test_interrupt_requeues_the_trial_and_resume_finishes(tmp_path, monkeypatch)
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "run_cell", interrupted)
+    monkeypatch.setattr(tune_study, "run_cell", interrupted)
     with pytest.raises(KeyboardInterrupt):
         tune_suite(cfg, progress=False, log=Logs())
-    monkeypatch.setattr(runner, "run_cell", real)
+    monkeypatch.setattr(tune_study, "run_cell", real)
     study, _ = study_of(cfg, "fp")
     states = [t.state for t in study.trials]
     assert states == [TrialState.COMPLETE, TrialState.COMPLETE, TrialState.FAIL, TrialState.WAITING]

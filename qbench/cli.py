@@ -105,7 +105,7 @@ def _apply_from(cfg, from_file) -> None:
 
 
 def _print_summary(cfg) -> None:
-    from .report.leaderboard import build_leaderboard, load_runs
+    from .report import build_leaderboard, load_runs
 
     try:
         runs = load_runs(cfg.results_dir, cfg.name)
@@ -127,7 +127,7 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_report(args) -> int:
-    from .report.leaderboard import report
+    from .report import report
 
     cfg = _load(args)
     paths = report(cfg.name, results_dir=cfg.results_dir, out_dir=args.out, where=args.where or None,

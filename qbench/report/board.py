@@ -47,10 +47,15 @@ from .paper_refs import match_paper_refs
 from .stats import bootstrap_rank_stability, rank_by_mean, t_interval
 from .theory_board import TheoryBoard, build_theory_leaderboard
 
-__all__ = ["FP_METHOD", "Column", "column_of", "label_runs", "Leaderboard", "build_leaderboard"]
+__all__ = ["FP_METHOD", "DEFAULT_METRIC", "DEFAULT_TARGET_DROP", "Column", "column_of", "label_runs", "Leaderboard",
+           "build_leaderboard"]
 
 #: the method name of the full-precision baseline (Δ FP, default time-to-target target)
 FP_METHOD = "fp"
+#: the result field a leaderboard ranks unless told otherwise
+DEFAULT_METRIC = "test_top1"
+#: default time-to-target target: the FP baseline's final val_top1 minus this many points
+DEFAULT_TARGET_DROP = 1.0
 # Datasets whose leaderboards conventionally quote top-5 as well (with 10 classes top-5 is uninformative).
 TOP5_DATASETS = ("imagenet", "cifar100")
 
@@ -176,11 +181,11 @@ def _cell_text(mean: float, std: float, n: int, bad: Counter, missing: int, deci
 def build_leaderboard(
     df: pd.DataFrame,
     *,
-    metric: str = "test_top1",
+    metric: str = DEFAULT_METRIC,
     where: Mapping[str, Any] | None = None,
     bench: pd.DataFrame | None = None,
     target: float | None = None,
-    target_drop: float = 1.0,
+    target_drop: float = DEFAULT_TARGET_DROP,
     n_bootstrap: int = 1000,
     bootstrap_seed: int = 0,
     decimals: int = 2,

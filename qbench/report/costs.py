@@ -1,5 +1,5 @@
-"""The cost side of a leaderboard: throughput, memory, wall time and time to target per device, ``qbench bench`` rows and
-``qbench tune`` budgets merged into the cells, and the cost table.
+"""The cost side of a leaderboard: throughput, memory, wall time and time to target per device, ``qbench bench``
+rows and ``qbench tune`` budgets merged into the cells, and the cost table.
 
 Every cost figure carries its device (and, for bench rows, the measurement settings) in its column name, so CPU and GPU
 numbers never share a column, a bold "best" or a ranking.

@@ -39,7 +39,7 @@ def fmt_size(bits: float) -> str:
     return f"{size:.2f} GB"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Table:
     """One table of a report page: its section heading, its LaTeX caption, a label unique on the page (HTML ids and
     LaTeX labels derive from it), the display frame and which cells are the best of their column (bold; None: none)."""

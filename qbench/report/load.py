@@ -1,9 +1,10 @@
 """Run records → DataFrames: ``results/<suite>/<run_id>/`` folders, ``qbench bench`` rows and ``qbench tune`` summaries.
 
-A run's identity (suite, method, tuned, arch, bits, policy, seed, stage, run id) comes from the ``cell`` block the runner
-writes into every ``config.yaml`` (:func:`qbench.run.runner.cell_config`), so a run killed before its ``result.json``
-exists still lands in its real cell. Its dataset and planned epochs come from ``result.json``, else from the config
-narrowed to the cell (``data.name``, ``train.epochs``): a theory record's dataset is its model, not the config's data
+A run's identity (suite, method, tuned, arch, bits, policy, seed, stage, run id) comes from the ``cell`` block the
+runner writes into every ``config.yaml`` (:func:`qbench.run.runner.cell_config`), so a run killed before its
+``result.json`` exists still lands in its real cell (a theory record's cell also names its part and estimator or
+quantizer). Its dataset and planned epochs come from ``result.json``, else, for a training run, from the config narrowed
+to the cell (``data.name``, ``train.epochs``); a theory record's dataset is its model, not the config's (unused) data
 section. Records without a ``cell`` block (written by hand or by other tools) are identified by their ``result.json``.
 
 The method hyperparameters are the ones ``result.json`` recorded (the plugin's defaults included). A record that lacks
@@ -239,11 +240,12 @@ def _configured_hparams(config: Mapping, spec: str) -> dict | None:
     return {**method_defaults(base), **hparams}
 
 
-def _identity(config: Mapping) -> dict[str, Any]:
-    """The run's identity from the ``cell`` block of its config.yaml ({} for a config without one)."""
+def _identity(config: Mapping) -> tuple[dict[str, Any], str | None]:
+    """The run's identity from the ``cell`` block of its config.yaml, and its method spec (``ste:estimator=identity``);
+    ({}, None) for a config without a cell block."""
     cell = config.get("cell")
     if not isinstance(cell, Mapping):
-        return {}
+        return {}, None
     spec = str(cell.get("method") or "")
     identity = {
         "suite": config.get("name"), "run_id": cell.get("run_id"), "method": spec.partition(":")[0] or None,
@@ -254,10 +256,7 @@ def _identity(config: Mapping) -> dict[str, Any]:
         # A theory record's cell (qbench.theory.suite) also names its part and its estimator or quantizer.
         part = cell["part"]
         identity.update(theory_part=part, **{"estimator" if part == "estimator" else "quantizer": cell.get("name")})
-    identity = {key: value for key, value in identity.items() if not is_missing(value)}
-    if spec:
-        identity["_spec"] = spec
-    return identity
+    return {key: value for key, value in identity.items() if not is_missing(value)}, spec or None
 
 
 def _policy_text(policy: Any) -> Any:
@@ -271,12 +270,12 @@ def _load_run(run_dir: Path, suite_name: str) -> dict:
     config = _read_config(run_dir / "config.yaml")
     result_path = run_dir / "result.json"
     result = _read_result(result_path) if result_path.exists() else {"status": "incomplete"}
-    identity = _identity(config)
-    spec = identity.pop("_spec", None)
+    identity, spec = _identity(config)
     result.update(identity)  # the cell names the run (its run dir is named after it): it wins over result.json
-    for fld, dotted in _CONFIG_SETTING_KEYS.items():
-        if is_missing(result.get(fld)):
-            result[fld] = _lookup(config, dotted)
+    if result.get("kind") != "theory":  # a theory record's data and train sections are unused defaults
+        for fld, dotted in _CONFIG_SETTING_KEYS.items():
+            if is_missing(result.get(fld)):
+                result[fld] = _lookup(config, dotted)
     if not isinstance(result.get("method_hparams"), Mapping) and spec is not None:
         result["method_hparams"] = _configured_hparams(config, spec)
     metrics = _read_metrics(run_dir / "metrics.jsonl")

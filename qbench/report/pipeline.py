@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from .board import DEFAULT_METRIC, DEFAULT_TARGET_DROP
 from .load import filter_runs, load_bench, load_tuning, parse_where, scan_runs
 from .plots import write_plots
 from .render import DEFAULT_FORMATS, write_leaderboard
@@ -20,9 +21,9 @@ def report(
     formats: Sequence[str] | None = None,
     plots: bool = True,
     *,
-    metric: str = "test_top1",
+    metric: str = DEFAULT_METRIC,
     target: float | None = None,
-    target_drop: float = 1.0,
+    target_drop: float = DEFAULT_TARGET_DROP,
 ) -> list[Path]:
     """Tables (md/csv/html/tex) and PNG plots of a suite under ``<results_dir>/leaderboards`` (or ``out_dir``).
 

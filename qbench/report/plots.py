@@ -24,7 +24,7 @@ from ..errors import QbenchError
 from ..results import atomic_write_bytes, read_jsonl
 from ..theory.gaussian import RecurrenceResult
 from ..theory.gaussian import plot_recurrence as plot_toy
-from .board import build_leaderboard, column_of, label_runs
+from .board import DEFAULT_METRIC, build_leaderboard, column_of, label_runs
 from .load import is_theory
 
 __all__ = ["plot_accuracy_vs_bits", "plot_curves", "plot_pareto", "plot_recurrence", "write_plots",
@@ -63,7 +63,7 @@ def _cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     return build_leaderboard(df, metric=metric, n_bootstrap=0).cells
 
 
-def plot_accuracy_vs_bits(df: pd.DataFrame, path: str | Path, *, metric: str = "test_top1") -> Path:
+def plot_accuracy_vs_bits(df: pd.DataFrame, path: str | Path, *, metric: str = DEFAULT_METRIC) -> Path:
     """One panel per (dataset, arch): the metric per bit-width, a line per method with ±std error bars; FP dashed."""
     cells = _cells(df, metric)
     panels = list(dict.fromkeys(zip(cells["dataset"], cells["arch"])))
@@ -144,7 +144,7 @@ def plot_curves(source: Any, path: str | Path, *, title: str | None = None) -> P
 _COST_LABELS = {"train_img_s": "train img/s", "infer_img_s": "inference img/s", "wall_time_s": "wall time (s)"}
 
 
-def plot_pareto(df: pd.DataFrame, path: str | Path, *, metric: str = "test_top1", cost: str = "train_img_s") -> Path:
+def plot_pareto(df: pd.DataFrame, path: str | Path, *, metric: str = DEFAULT_METRIC, cost: str = "train_img_s") -> Path:
     """Accuracy vs training cost, one panel per device (CPU and GPU figures are never on one axis).
 
     ``cost``: ``train_img_s`` (higher is cheaper) or ``wall_time_s`` (lower is cheaper). The Pareto front, the cells
@@ -224,7 +224,7 @@ def _slug(text: str) -> str:
 
 
 def write_plots(
-    df_runs: pd.DataFrame, results_dir: str | Path, out_dir: str | Path, suite: str, *, metric: str = "test_top1"
+    df_runs: pd.DataFrame, results_dir: str | Path, out_dir: str | Path, suite: str, *, metric: str = DEFAULT_METRIC
 ) -> list[Path]:
     """All plots of a suite into ``out_dir``: ``<suite>_accuracy_vs_bits.png``, ``<suite>_pareto.png`` (when runs
     recorded throughput), and per setting (arch × bits) ``<suite>_curves_<...>.png`` / ``<suite>_recurrence_<...>.png``

@@ -233,7 +233,8 @@ def test_a_killed_theory_record_lands_in_its_estimator_row(tmp_path):
         run_dir = tmp_path / "theory" / f"relu_gaussian_s{seed}"
         cell = {"part": "estimator", "name": "relu", "seed": seed, "run_id": run_dir.name, "method": "relu",
                 "arch": "gaussian2l-m5n8", "bits": "W32A1", "policy": "quantized", "tuned": False}
-        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"name": "theory", "kind": "theory", "cell": cell}))
+        config = {"name": "theory", "kind": "theory", "data": {"name": "mnist5k"}, "cell": cell}  # data: unused
+        atomic_write_text(run_dir / "config.yaml", yaml.safe_dump(config))
         if with_result:
             atomic_write_json(run_dir / "result.json", {
                 "schema_version": SCHEMA_VERSION, "kind": "theory", "theory_part": "estimator", "estimator": "relu",
@@ -241,5 +242,6 @@ def test_a_killed_theory_record_lands_in_its_estimator_row(tmp_path):
     runs = load_runs(tmp_path, "theory")
     killed = runs[runs["seed"] == 1].iloc[0]
     assert (killed["kind"], killed["theory_part"], killed["estimator"]) == ("theory", "estimator", "relu")
+    assert killed["dataset"] == "unknown"  # not the config's unused data section
     board = build_leaderboard(runs)
     assert board.kind == "theory" and board.table.set_index("estimator").loc["relu", "seeds"] == "n=1, 1 incomplete"

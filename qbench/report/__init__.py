@@ -1,5 +1,39 @@
-"""``qbench report``: run records → leaderboards (md, csv, html, tex) and plots."""
+"""``qbench report``: run records → leaderboards (md, csv, html, tex) and plots.
 
-from .leaderboard import build_leaderboard, load_runs, report
+The package follows the data flow, and imports only point down it::
 
-__all__ = ["build_leaderboard", "load_runs", "report"]
+    load         run folders, bench rows, tuning summaries → DataFrames; filters
+    stats        t intervals, ranks, bootstrap rank stability
+    display      status words, number formats, the Table a board hands to the renderers
+    costs        device-labelled cost columns, bench and tuning merges, the cost table
+    theory_board the report of a theory suite
+    board        runs → Leaderboard (labels, columns, cells, accuracy table, notes)
+    render       board → md / csv / html / tex, write_leaderboard
+    plots        PNG plots (matplotlib imported lazily)
+    pipeline     report(): load → board → render, plus plots
+"""
+
+from .board import Leaderboard, build_leaderboard
+from .load import filter_runs, load_bench, load_runs, load_tuning, parse_where, scan_runs
+from .pipeline import report
+from .render import render_csv, render_html, render_latex, render_markdown, write_leaderboard
+from .theory_board import TheoryBoard, build_theory_leaderboard
+
+__all__ = [
+    "report",
+    "load_runs",
+    "scan_runs",
+    "load_bench",
+    "load_tuning",
+    "parse_where",
+    "filter_runs",
+    "Leaderboard",
+    "TheoryBoard",
+    "build_leaderboard",
+    "build_theory_leaderboard",
+    "render_markdown",
+    "render_csv",
+    "render_html",
+    "render_latex",
+    "write_leaderboard",
+]

@@ -1,6 +1,6 @@
 """Leaderboard plots (PNG): accuracy vs bits, training curves, accuracy vs cost (Pareto), recurrence diagnostics.
 
-matplotlib is imported inside the functions, so ``import qbench`` (and ``qbench.leaderboard``) never pay for it. Figures
+matplotlib is imported inside the functions, so ``import qbench.report`` never pays for it. Figures
 are drawn on ``matplotlib.figure.Figure`` with the Agg canvas directly instead of through ``pyplot``: that is headless
 whatever backend the user configured, does not switch a notebook's global backend, and leaves no open figures behind.
 Every file is written atomically.
@@ -10,15 +10,22 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
+import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from ..bits import FP_BITS
 from ..errors import QbenchError
 from ..results import atomic_write_bytes, read_jsonl
+from ..theory.gaussian import RecurrenceResult
+from ..theory.gaussian import plot_recurrence as plot_toy
+from .board import DEFAULT_METRIC, build_leaderboard, column_of, label_runs
+from .load import is_theory
 
 __all__ = ["plot_accuracy_vs_bits", "plot_curves", "plot_pareto", "plot_recurrence", "write_plots",
            "plot_theory_training", "write_theory_plots"]
@@ -52,20 +59,18 @@ def _save(fig, path: str | Path) -> Path:
 
 
 def _cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
-    from .leaderboard import build_leaderboard
-
     # The leaderboard's own aggregation, so plots and tables always agree on labels, columns and statistics.
     return build_leaderboard(df, metric=metric, n_bootstrap=0).cells
 
 
-def plot_accuracy_vs_bits(df: pd.DataFrame, path: str | Path, *, metric: str = "test_top1") -> Path:
+def plot_accuracy_vs_bits(df: pd.DataFrame, path: str | Path, *, metric: str = DEFAULT_METRIC) -> Path:
     """One panel per (dataset, arch): the metric per bit-width, a line per method with ±std error bars; FP dashed."""
     cells = _cells(df, metric)
     panels = list(dict.fromkeys(zip(cells["dataset"], cells["arch"])))
     fig, axes = _figure(ncols=len(panels))
     for ax, (dataset, arch) in zip(axes[0], panels):
         panel = cells[(cells["dataset"] == dataset) & (cells["arch"] == arch)]
-        quantized = panel[panel["bits"] != "W32A32"]
+        quantized = panel[panel["bits"] != FP_BITS]
         # the first/last-layer policy is part of the x label only when the panel mixes policies
         show_policy = quantized["policy"].nunique() > 1
         tick_of = [b + (f" [{p}]" if show_policy and p else "") for b, p in zip(quantized["bits"], quantized["policy"])]
@@ -74,9 +79,9 @@ def plot_accuracy_vs_bits(df: pd.DataFrame, path: str | Path, *, metric: str = "
         for label, rows in quantized.groupby("method", sort=False):
             x = [ticks.index(t) for t in rows["_tick"]]
             ax.errorbar(x, rows["mean"], yerr=rows["std"].fillna(0.0), marker="o", capsize=3, label=label)
-        for _, fp in panel[panel["bits"] == "W32A32"].iterrows():
+        for _, fp in panel[panel["bits"] == FP_BITS].iterrows():
             if not math.isnan(fp["mean"]):
-                ax.axhline(fp["mean"], linestyle="--", color="black", linewidth=1, label=f"{fp['method']} (W32A32)")
+                ax.axhline(fp["mean"], linestyle="--", color="black", linewidth=1, label=f"{fp['method']} ({FP_BITS})")
         ax.set_xticks(range(len(ticks)), ticks, rotation=30 if len(ticks) > 4 else 0)
         ax.set_title(f"{dataset} {arch}")
         ax.set_xlabel("bits")
@@ -139,7 +144,7 @@ def plot_curves(source: Any, path: str | Path, *, title: str | None = None) -> P
 _COST_LABELS = {"train_img_s": "train img/s", "infer_img_s": "inference img/s", "wall_time_s": "wall time (s)"}
 
 
-def plot_pareto(df: pd.DataFrame, path: str | Path, *, metric: str = "test_top1", cost: str = "train_img_s") -> Path:
+def plot_pareto(df: pd.DataFrame, path: str | Path, *, metric: str = DEFAULT_METRIC, cost: str = "train_img_s") -> Path:
     """Accuracy vs training cost, one panel per device (CPU and GPU figures are never on one axis).
 
     ``cost``: ``train_img_s`` (higher is cheaper) or ``wall_time_s`` (lower is cheaper). The Pareto front, the cells
@@ -219,16 +224,14 @@ def _slug(text: str) -> str:
 
 
 def write_plots(
-    df_runs: pd.DataFrame, results_dir: str | Path, out_dir: str | Path, suite: str, *, metric: str = "test_top1"
+    df_runs: pd.DataFrame, results_dir: str | Path, out_dir: str | Path, suite: str, *, metric: str = DEFAULT_METRIC
 ) -> list[Path]:
     """All plots of a suite into ``out_dir``: ``<suite>_accuracy_vs_bits.png``, ``<suite>_pareto.png`` (when runs
     recorded throughput), and per setting (arch × bits) ``<suite>_curves_<...>.png`` / ``<suite>_recurrence_<...>.png``
     with one line per method (seed mean). Metrics come from the ``metrics`` column, else from
     ``results_dir/<suite>/<run_id>/metrics.jsonl``.
     """
-    from .leaderboard import _column_of, _is_theory, _label_runs
-
-    if _is_theory(df_runs):
+    if is_theory(df_runs):
         return write_theory_plots(df_runs, results_dir, out_dir, suite)
     out_dir = Path(out_dir)
     paths = [plot_accuracy_vs_bits(df_runs, out_dir / f"{suite}_accuracy_vs_bits.png", metric=metric)]
@@ -240,8 +243,8 @@ def write_plots(
     if "metrics" not in runs:
         runs["metrics"] = [read_jsonl(Path(results_dir) / str(s) / str(r) / "metrics.jsonl")
                            for s, r in zip(runs["suite"], runs["run_id"])]
-    runs["_label"] = _label_runs(runs)
-    runs["_column"] = runs.apply(_column_of, axis=1)
+    runs["_label"] = label_runs(runs)
+    runs["_column"] = runs.apply(column_of, axis=1)
     vary_policy = len({c.policy for c in runs["_column"] if c.policy}) > 1
     # One figure per suite stage as well (config.stages): a continuation's epochs 1..k are not the epochs of the run
     # it continues, and its small loss changes would vanish on the axis of a from-scratch training curve.
@@ -302,9 +305,7 @@ def plot_theory_training(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
 
 
 def _toy_result(row: Mapping, rows: Sequence[Mapping]):
-    """A qbench.theory.RecurrenceResult rebuilt from a recurrence record and its per-step metrics."""
-    from ..theory.gaussian import RecurrenceResult
-
+    """A qbench.theory.gaussian.RecurrenceResult rebuilt from a recurrence record and its per-step metrics."""
     result = RecurrenceResult(
         quantizer=str(row["quantizer"]), lr=float(row["lr"]), steps=len(rows) - 1, train_v=bool(row.get("train_v")),
         at_optimum=np.array([bool(r["visit"]) for r in rows]), hamming=np.array([float(r["hamming"]) for r in rows]),
@@ -318,12 +319,7 @@ def _toy_result(row: Mapping, rows: Sequence[Mapping]):
 def write_theory_plots(df_runs: pd.DataFrame, results_dir: str | Path, out_dir: str | Path, suite: str) -> list[Path]:
     """Plots of a theory suite, drawn from its records: ``<suite>_training_s<seed>.png`` (loss and θ of every
     estimator, :func:`plot_theory_training`) and ``<suite>_recurrence_toy_<quantizer>_s<seed>.png`` (the spec §6 toy,
-    :func:`qbench.theory.plot_recurrence`: loss at Q(w_t), Hamming distance to the optimum, visits)."""
-    import os
-    import tempfile
-
-    from ..theory.gaussian import plot_recurrence as plot_toy
-
+    :func:`qbench.theory.gaussian.plot_recurrence`: loss at Q(w_t), Hamming distance to the optimum, visits)."""
     out_dir = Path(out_dir)
     runs = df_runs[df_runs["status"] == "complete"].copy()
     if "metrics" not in runs:

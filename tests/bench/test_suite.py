@@ -4,7 +4,7 @@ import math
 
 from qbench.bench.suite import bench_suite
 from qbench.config import load_config
-from qbench.report.leaderboard import load_bench
+from qbench.report import load_bench
 
 
 def test_bench_suite_records_fp_and_every_method(tmp_path):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from qbench.report.leaderboard import load_bench
+from qbench.report import load_bench
 from qbench.bench.sweep import BENCH_KEYS, EXTRA_KEYS, bench_pairs, format_bench, run_bench
 
 TINY = dict(steps=2, warmup=1, min_run_time=0.01)

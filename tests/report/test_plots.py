@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from qbench.errors import QbenchError
-from qbench.report.leaderboard import load_runs, report
+from qbench.report import load_runs, report
 from qbench.report.plots import plot_accuracy_vs_bits, plot_curves, plot_pareto, plot_recurrence, write_plots
 from qbench.results import SCHEMA_VERSION, atomic_write_json, atomic_write_text, write_jsonl
 
@@ -23,7 +23,9 @@ def write_run(root: Path, method: str, bits: str, seed: int, acc: float, *, devi
     wbits, abits = (int(x) for x in bits[1:].split("A"))
     run_id = f"{method}-{bits}-{device}-s{seed}"
     run_dir = root / SUITE / run_id
-    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"method": {"name": method}, "bits": bits, "seed": seed}))
+    cell = {"method": method, "arch": "lenet5", "bits": bits, "policy": "fp", "seed": seed, "tuned": False, "stage": "",
+            "run_id": run_id}
+    atomic_write_text(run_dir / "config.yaml", yaml.safe_dump({"name": SUITE, "data": {"name": "mnist"}, "cell": cell}))
     rows = []
     for epoch in range(4):
         row = dict(epoch=epoch, lr=0.1, train_loss=2.0 / (epoch + 1), train_acc=acc - 8 + 2 * epoch,
@@ -108,7 +110,7 @@ def test_plots_run_headless_and_import_lazily(results, tmp_path):
         "os.environ.pop('DISPLAY', None); os.environ['MPLBACKEND'] = 'TkAgg'\n"
         "import qbench.report.plots\n"
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported at module import'\n"
-        "from qbench.report.leaderboard import load_runs\n"
+        "from qbench.report import load_runs\n"
         f"p = qbench.report.plots.plot_accuracy_vs_bits(load_runs({str(results)!r}, 'toy'), {str(tmp_path / 'h.png')!r})\n"
         "assert open(p, 'rb').read(8) == b'\\x89PNG\\r\\n\\x1a\\n'\n"
     )

@@ -8,7 +8,7 @@ import pytest
 
 from qbench.cli import main
 from qbench.config import load_config
-from qbench.report.leaderboard import load_runs
+from qbench.report import load_runs
 from qbench.run.runner import plan_cells, run_suite
 
 

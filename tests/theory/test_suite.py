@@ -13,7 +13,7 @@ import torch
 
 from qbench.config import load_config, stage_configs
 from qbench.errors import ConfigError, QbenchError
-from qbench.report.leaderboard import build_leaderboard, load_runs, report
+from qbench.report import build_leaderboard, load_runs, report
 from qbench.results import atomic_write_json
 from qbench.bits import parse_bits
 from qbench.results import MODEL_FILE

@@ -199,7 +199,7 @@ def test_objective_is_validation_only_defaults_first_then_tuned_run(tmp_path, mo
     assert on_disk["best_value"] == pytest.approx(max(t.value for t in trials))
     assert on_disk["cpu_hours"] > 0 and on_disk["gpu_hours"] == 0
     # Tuning records are not suite results.
-    from qbench.report.leaderboard import load_runs
+    from qbench.report import load_runs
 
     with pytest.raises(QbenchError):
         load_runs(tmp_path, "quickstart")
@@ -226,7 +226,7 @@ def test_objective_is_validation_only_defaults_first_then_tuned_run(tmp_path, mo
     runs = load_runs(tmp_path, "quickstart")
     assert list(runs["run_id"]) == ["bcgd-tuned_lenet5_W1A4_fp_s0"]
     # The leaderboard shows what the tuning cost next to the tuned row: finished trials × epochs and CPU hours.
-    from qbench.report.leaderboard import build_leaderboard, load_tuning
+    from qbench.report import build_leaderboard, load_tuning
 
     board = build_leaderboard(runs, tuning=load_tuning(tmp_path, "quickstart"), n_bootstrap=0)
     [row] = board.cells.to_dict("records")

@@ -1,0 +1,183 @@
+"""qbench.report.board: cell statistics against numpy/scipy, honesty of the cells (failed, killed, missing seeds),
+ranks, Δ FP, row labels, top-5 and paper references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from qbench.report import build_leaderboard, load_runs, render_markdown, write_leaderboard
+from qbench.report.paper_refs import PAPER_REFS, match_paper_refs
+
+SUITE = "toy"
+
+
+def test_mean_std_ci_match_numpy_and_scipy(tmp_path, write_run, cell):
+    values = [70.13, 71.31, 72.02, 69.5]
+    for seed, acc in enumerate(values):
+        write_run(tmp_path, "bcgd", "W1A4", seed, acc)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    row = board.cells.iloc[0]
+    array = np.array(values)
+    mean, std = array.mean(), array.std(ddof=1)
+    low, high = stats.t.interval(0.95, len(values) - 1, loc=mean, scale=std / np.sqrt(len(values)))
+    assert row["n"] == 4
+    assert row["mean"] == pytest.approx(mean, rel=1e-12)
+    assert row["std"] == pytest.approx(std, rel=1e-12)
+    assert (row["ci95_low"], row["ci95_high"]) == (pytest.approx(low, rel=1e-12), pytest.approx(high, rel=1e-12))
+    # the half-width is t_{0.975, n-1}·s/√n, not 1.96·s/√n
+    assert high - mean == pytest.approx(stats.t.ppf(0.975, 3) * std / 2, rel=1e-12)
+    assert cell(board, "bcgd", "resnet20_cifar W1A4") == f"{mean:.2f} ± {std:.2f} (n=4)"
+
+
+def test_csv_has_numeric_columns_matching_the_cells(tmp_path, suite_runs):
+    paths = write_leaderboard(suite_runs, tmp_path / "out", SUITE, formats=("csv",))
+    csv = pd.read_csv(paths[0])
+    for column in ("mean", "std", "n", "ci95_low", "ci95_high", "gap_to_fp", "rank", "rank_stability"):
+        assert pd.api.types.is_numeric_dtype(csv[column]), column
+    bcgd = csv[(csv["method"] == "bcgd") & (csv["bits"] == "W1A4")].iloc[0]
+    assert bcgd["mean"] == pytest.approx(np.mean([88.0, 88.4, 88.9]))
+    assert bcgd["n"] == 3 and bcgd["n_failed"] == 0
+    ste = csv[(csv["method"] == "ste") & (csv["bits"] == "W1A4")].iloc[0]
+    assert (ste["n"], ste["n_failed"], ste["n_runs"]) == (2, 1, 3)
+
+
+def test_failed_killed_and_missing_runs_are_shown_not_dropped(suite_runs, cell):
+    board = build_leaderboard(suite_runs)
+    assert cell(board, "ste", "resnet20_cifar W1A4") == "86.70 ± 0.99 (n=2, 1 failed)"
+    assert cell(board, "ste", "resnet20_cifar W1A2") == "80.50 ± 0.71 (n=2, 1 incomplete)"
+    assert cell(board, "aqe", "resnet20_cifar W1A2") == "79.00 (n=1, 2 missing)"
+    assert cell(board, "bcgd", "resnet20_cifar W1A2") == "diverged"
+    markdown = render_markdown(board)
+    assert "(n=2, 1 failed)" in markdown and "| diverged " in markdown and "2 missing" in markdown
+    assert "failed: `ste-cifar10-resnet20_cifar-W1A4-fp-cpu-s2`: failed at epoch 2" in markdown  # the error is quoted
+    assert "1 failed, 3 diverged, 1 incomplete" in markdown
+
+
+def test_repeated_seed_is_flagged(tmp_path, write_run, cell):
+    write_run(tmp_path, "bcgd", "W1A4", 0, 88.0, device="cpu")
+    write_run(tmp_path, "bcgd", "W1A4", 0, 88.6, device="cuda", device_name="Test GPU")
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert cell(board, "bcgd", "resnet20_cifar W1A4") == "88.30 ± 0.42 (n=2, 1 repeated seed)"
+
+
+def test_all_failed_cell_shows_the_status(tmp_path, write_run, cell):
+    write_run(tmp_path, "bcgd", "W1A4", 0, 88.0)
+    write_run(tmp_path, "bcgd", "W1A4", 1, 88.5)
+    write_run(tmp_path, "ste", "W1A4", 0, status="failed")
+    write_run(tmp_path, "ste", "W1A4", 1, status="failed")
+    write_run(tmp_path, "aqe", "W1A4", 0, status="failed")
+    write_run(tmp_path, "aqe", "W1A4", 1, status="diverged")
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert cell(board, "ste", "resnet20_cifar W1A4") == "failed"
+    assert cell(board, "aqe", "resnet20_cifar W1A4") == "failed / diverged"
+    assert cell(board, "ste", "resnet20_cifar W1A4 rank") == "—"
+
+
+def test_gap_to_fp_uses_the_fp_mean_of_the_same_arch(tmp_path, write_run, cell):
+    for seed, (fp20, fp56) in enumerate([(91.0, 93.0), (92.0, 94.0)]):
+        write_run(tmp_path, "fp", "W32A32", seed, fp20)
+        write_run(tmp_path, "fp", "W32A32", seed, fp56, arch="resnet56_cifar")
+        write_run(tmp_path, "bcgd", "W1A4", seed, 88.0 + seed)
+        write_run(tmp_path, "bcgd", "W1A2", seed, 85.0 + seed)
+        write_run(tmp_path, "bcgd", "W1A4", seed, 90.0 + seed, arch="resnet56_cifar")
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    cells = board.cells.set_index(["arch", "bits", "method"])
+    assert cells.loc[("resnet20_cifar", "W1A4", "bcgd"), "gap_to_fp"] == pytest.approx(88.5 - 91.5)
+    assert cells.loc[("resnet20_cifar", "W1A2", "bcgd"), "gap_to_fp"] == pytest.approx(85.5 - 91.5)
+    assert cells.loc[("resnet56_cifar", "W1A4", "bcgd"), "gap_to_fp"] == pytest.approx(90.5 - 93.5)
+    assert cell(board, "bcgd", "resnet20_cifar W1A4 Δ FP") == "-3.00"
+    assert cell(board, "bcgd", "resnet56_cifar W1A4 Δ FP") == "-3.00"
+    assert "resnet20_cifar W32A32 Δ FP" not in board.table.columns  # FP is the reference, not a competitor
+
+
+def test_rank_and_bootstrap_stability(tmp_path, write_run, cell):
+    # "best" beats "mid" on every seed by a wide margin; "mid" and "close" overlap.
+    for seed in range(4):
+        write_run(tmp_path, "best", "W1A4", seed, 90.0 + 0.1 * seed)
+        write_run(tmp_path, "mid", "W1A4", seed, [80.0, 82.0, 81.0, 83.0][seed])
+        write_run(tmp_path, "close", "W1A4", seed, [81.5, 80.5, 82.5, 81.0][seed])
+    board = build_leaderboard(load_runs(tmp_path, SUITE), n_bootstrap=1000)
+    cells = board.cells.set_index("method")
+    assert cells.loc["best", "rank"] == 1 and cells.loc["best", "rank_stability"] == 1.0
+    assert cells.loc["mid", "rank"] == 2 and cells.loc["close", "rank"] == 3
+    assert 0.0 < cells.loc["close", "rank_stability"] < 1.0
+    assert 0.0 < cells.loc["mid", "rank_stability"] < 1.0
+    assert cell(board, "best", "resnet20_cifar W1A4 rank") == "1 (1.00)"
+    assert list(board.table["method"]) == ["best", "mid", "close"]
+    # fixed RNG seed: the same records give the same stability
+    again = build_leaderboard(load_runs(tmp_path, SUITE), n_bootstrap=1000).cells.set_index("method")
+    assert again.loc["close", "rank_stability"] == cells.loc["close", "rank_stability"]
+
+
+def test_single_seed_cell_has_rank_but_no_stability(tmp_path, write_run, cell):
+    write_run(tmp_path, "bcgd", "W1A4", 0, 88.0)
+    write_run(tmp_path, "ste", "W1A4", 0, 86.0)
+    write_run(tmp_path, "ste", "W1A4", 1, 86.5)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert cell(board, "bcgd", "resnet20_cifar W1A4 rank") == "1"  # one seed: no spread to resample
+    assert cell(board, "ste", "resnet20_cifar W1A4 rank") == "2 (1.00)"
+
+
+def test_lower_is_better_metric_ranks_ascending(tmp_path, write_run):
+    write_run(tmp_path, "bcgd", "W1A4", 0, 88.0, result_overrides={"test_loss": 0.3})
+    write_run(tmp_path, "ste", "W1A4", 0, 80.0, result_overrides={"test_loss": 0.9})
+    cells = build_leaderboard(load_runs(tmp_path, SUITE), metric="test_loss").cells.set_index("method")
+    assert cells.loc["bcgd", "rank"] == 1 and cells.loc["ste", "rank"] == 2
+
+
+def test_tuned_and_hyperparameter_variants_are_separate_rows(tmp_path, write_run):
+    write_run(tmp_path, "ste", "W32A2", 0, 88.0, hparams={"estimator": "identity", "lr": 0.1})
+    write_run(tmp_path, "ste", "W32A2", 0, 90.0, hparams={"estimator": "clipped_relu", "lr": 0.1})
+    write_run(tmp_path, "ste", "W32A2", 0, 91.0, hparams={"estimator": "clipped_relu", "lr": 0.05}, tuned=True)
+    # a hyperparameter that differs only between columns (here a per-bits value) does not split the row
+    write_run(tmp_path, "bcgd", "W1A4", 0, 88.0, hparams={"alpha_init": 0.19})
+    write_run(tmp_path, "bcgd", "W1A2", 0, 85.0, hparams={"alpha_init": 0.65})
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert set(board.table["method"]) == {"ste [estimator=identity]", "ste [estimator=clipped_relu]", "ste (tuned)",
+                                          "bcgd"}
+
+
+def test_top5_shown_for_cifar100_and_imagenet_only(tmp_path, write_run, cell):
+    for seed in range(2):
+        write_run(tmp_path, "bcgd", "W1A4", seed, 60.0 + seed, dataset="cifar100", top5=85.0 + seed)
+        write_run(tmp_path, "bcgd", "W1A4", seed, 88.0 + seed, dataset="cifar10", top5=99.0)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert cell(board, "bcgd", "cifar100 resnet20_cifar W1A4 top-5") == "85.50 ± 0.71"
+    assert "cifar10 resnet20_cifar W1A4 top-5" not in board.table.columns
+
+
+def test_paper_reference_only_where_the_setting_matches(tmp_path, write_run, cell):
+    write_run(tmp_path, "ste", "W32A2", 0, 46.0, hparams={"estimator": "identity"})
+    write_run(tmp_path, "ste", "W32A2", 0, 88.0, hparams={"estimator": "clipped_relu"})
+    write_run(tmp_path, "bcgd", "W32A2", 0, 87.0)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    column = "resnet20_cifar W32A2 paper (source, setting)"
+    assert cell(board, "ste [estimator=identity]", column).startswith("46.52 (STE, Yin et al. ICLR 2019")
+    assert "identity STE" in cell(board, "ste [estimator=identity]", column)
+    assert cell(board, "ste [estimator=clipped_relu]", column).startswith("88.39 (")
+    assert cell(board, "bcgd", column) == ""
+    # a record that stores only overridden hyperparameters is compared at the method's registered default
+    write_run(tmp_path, "ste", "W32A4", 0, 90.0, result_overrides={"method_hparams": {}})
+    board = build_leaderboard(load_runs(tmp_path, SUITE), where={"bits": "W32A4"})
+    assert cell(board, "ste", "resnet20_cifar W32A4 paper (source, setting)").startswith("91.24 (")
+    # another dataset, another policy or another bit-width: no quote
+    assert match_paper_refs(dataset="cifar100", arch="resnet20_cifar", bits="W32A2", method="ste",
+                            hparams={"estimator": "identity"}) == []
+    imagenet = dict(dataset="imagenet", arch="resnet18.tv_in1k", bits="W1A4", method="bcgd")
+    assert [r.value for r in match_paper_refs(**imagenet, policy="quantized")] == [64.36]
+    assert [r.value for r in match_paper_refs(**imagenet, policy="fp")] == [65.46]
+    assert match_paper_refs(**imagenet) == []  # policy unknown → the number is not quoted
+    assert all(ref.source and ref.setting and ref.spec for ref in PAPER_REFS)
+
+
+def test_fp_reference_survives_view_filters(suite_runs, cell):
+    board = build_leaderboard(suite_runs, where={"bits": "W1A4"})
+    assert "resnet20_cifar W1A2" not in board.table.columns
+    assert "fp" not in set(board.table["method"])
+    # the FP reference survives a view filter on bits/method, but not a filter that changes the setting
+    assert cell(board, "bcgd", "resnet20_cifar W1A4 Δ FP") == "-3.07"
+    seed0 = build_leaderboard(suite_runs, where={"seed": "0", "bits": "W1A4"})
+    assert cell(seed0, "bcgd", "resnet20_cifar W1A4 Δ FP") == "-3.00"  # 88.0 vs FP seed 0 (91.0), not the FP mean

@@ -98,6 +98,9 @@ def _cmd_run(args) -> int:
         return 1 if outcome.failed else 0
     if outcome.skipped:
         print(f"skipped {len(outcome.skipped)} complete cell(s) (use --fresh to re-run them)")
+    if outcome.locked:
+        print(f"left {len(outcome.locked)} cell(s) to the other qbench process training them: "
+              f"{', '.join(outcome.locked)}; run the same command again later to pick up any it does not finish")
     _print_summary(cfg)
     return 1 if outcome.failed else 0
 
@@ -174,7 +177,13 @@ def _cmd_show(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Flags and key=value overrides in any order (`qbench run suite=S --no-progress train.epochs=1`): argparse stops
+    # the positional list at the first flag, so the overrides after it come back as extras.
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        if not hasattr(args, "overrides") or any(e.startswith("-") or "=" not in e for e in extras):
+            parser.error(f"unrecognized arguments: {' '.join(extras)}")
+        args.overrides += extras
     handler = {"run": _cmd_run, "tune": _cmd_tune, "report": _cmd_report, "bench": _cmd_bench, "list": _cmd_list,
                "show": _cmd_show}[args.command]
     try:

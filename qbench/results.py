@@ -23,13 +23,24 @@ import json
 import math
 import os
 import platform
+import socket
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
+
 from . import __version__
+from .config import check_path_segment
+from .errors import QbenchError
+
+try:  # POSIX advisory locks (also over NFS through lockd); absent on Windows, where cells are not locked
+    import fcntl
+except ImportError:  # pragma: no cover - not a POSIX system
+    fcntl = None
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -43,12 +54,18 @@ __all__ = [
     "TRACEBACK_FILE",
     "ResultsLayout",
     "SuiteRun",
+    "CellLock",
+    "check_path_segment",
+    "check_writable",
+    "quarantine",
+    "remove_temp_files",
     "atomic_write_text",
     "atomic_write_bytes",
     "atomic_write_json",
     "write_jsonl",
     "read_jsonl",
     "load_result",
+    "read_config",
     "env_info",
     "cpu_name",
     "to_jsonable",
@@ -63,6 +80,7 @@ ENV_FILE = "env.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_FILE = "model.pt"  # final weights of a run with model.save_final (what model.init_from_run loads)
 TRACEBACK_FILE = "traceback.txt"
+LOCK_FILE = ".lock"
 
 
 @dataclass(frozen=True)
@@ -80,14 +98,14 @@ class ResultsLayout:
 
     def __init__(self, results_dir: str | os.PathLike, suite: str):
         object.__setattr__(self, "results_dir", Path(results_dir))
-        object.__setattr__(self, "suite", str(suite))
+        object.__setattr__(self, "suite", check_path_segment(suite, "suite name"))
 
     @property
     def suite_dir(self) -> Path:
         return self.results_dir / self.suite
 
     def run_dir(self, run_id: str) -> Path:
-        return self.suite_dir / run_id
+        return self.suite_dir / check_path_segment(run_id, "run id")
 
     @property
     def tuning_dir(self) -> Path:
@@ -98,10 +116,10 @@ class ResultsLayout:
         return self.tuning_dir / "journal.log"
 
     def study_summary_path(self, slug: str) -> Path:
-        return self.tuning_dir / f"{slug}.json"
+        return self.tuning_dir / f"{check_path_segment(slug, 'study name')}.json"
 
     def trial_dir(self, slug: str, number: int) -> Path:
-        return self.tuning_dir / slug / f"trial_{number}"
+        return self.tuning_dir / check_path_segment(slug, "study name") / f"trial_{int(number)}"
 
     @property
     def bench_dir(self) -> Path:
@@ -117,23 +135,39 @@ class ResultsLayout:
 
 @dataclass
 class SuiteRun:
-    """What one ``qbench run`` of a suite did: the records it wrote, the run ids it skipped and those that failed."""
+    """What one ``qbench run`` of a suite did: the records it wrote, the run ids it skipped (finished before), those that
+    failed, and those another process was training."""
 
     results: list[dict] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # finished before: nothing to do
     failed: list[str] = field(default_factory=list)
+    locked: list[str] = field(default_factory=list)  # another process was training them (CellLock)
 
     def add(self, other: "SuiteRun") -> None:
         self.results += other.results
         self.skipped += other.skipped
         self.failed += other.failed
+        self.locked += other.locked
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Records are created with the user's umask (0644 typically), as open() would: mkstemp's 0600 would hide a shared
+# results folder from teammates. Read once: os.umask can only be read by setting it.
+_FILE_MODE = 0o666 & ~_umask()
+TEMP_SUFFIX = ".tmp"
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
+        os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -178,10 +212,98 @@ def write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Every row of a JSON-lines file ([] when it does not exist); a torn or non-object line raises ValueError."""
     path = Path(path)
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not all(isinstance(row, dict) for row in rows):
+        raise ValueError(f"{path} has a line that is not a JSON object")
+    return rows
+
+
+def quarantine(path: str | os.PathLike) -> Path:
+    """Move an unreadable record file aside as ``<name>.corrupt-<UTC time>`` (kept for inspection, never read again)
+    and return the new path."""
+    path = Path(path)
+    target = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}")
+    os.replace(path, target)
+    return target
+
+
+def remove_temp_files(folder: str | os.PathLike) -> int:
+    """Delete the temporary files an interrupted atomic write left in ``folder`` (``.<name>.*.tmp``); returns how many.
+    Only call it while holding the folder's :class:`CellLock`: a live writer's temp file would be deleted too."""
+    removed = 0
+    for tmp in Path(folder).glob(f".*{TEMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
+        removed += 1
+    return removed
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """One line at start-up, not a traceback per cell, when ``folder`` cannot be created or written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".qbench-write-test.", suffix=TEMP_SUFFIX)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise QbenchError(f"results_dir {folder} is not writable ({exc.strerror or type(exc).__name__}); pass "
+                          "results_dir=<a folder you can write>") from None
+
+
+class CellLock:
+    """An advisory lock on one run folder, so several ``qbench run`` processes (terminals, machines sharing a folder
+    over NFS with shards) split a suite's cells instead of training each twice.
+
+    A POSIX record lock (``fcntl.lockf``) on ``<run_dir>/.lock``: the kernel (or NFS's lock manager) releases it when the
+    holder dies, so a lock never goes stale. The holder writes its host, pid and start time into the file so another
+    process can say who holds the cell. ``acquire()`` never waits: False means someone else trains this cell now.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike):
+        self.path = Path(run_dir) / LOCK_FILE
+        self._fh = None
+
+    def acquire(self) -> bool:
+        if fcntl is None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(self.path, "a+")
+        try:
+            fcntl.lockf(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())}))
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def holder(self) -> str:
+        """``host:pid since <time>`` of the process holding the lock, as it wrote it."""
+        try:
+            info = json.loads(self.path.read_text() or "{}")
+            return f"{info.get('host', '?')}:{info.get('pid', '?')} since {info.get('since', '?')}"
+        except (OSError, ValueError):
+            return "another process"
+
+    def release(self) -> None:
+        if self._fh is not None:
+            fcntl.lockf(self._fh, fcntl.LOCK_UN)
+            self._fh.close()
+            self._fh = None
+
+    def __enter__(self) -> "CellLock":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.release()
 
 
 def load_result(run_dir: str | os.PathLike) -> dict | None:
@@ -191,6 +313,15 @@ def load_result(run_dir: str | os.PathLike) -> dict | None:
     except (OSError, ValueError):
         return None
     return record if isinstance(record, dict) else None
+
+
+def read_config(run_dir: str | os.PathLike) -> dict | None:
+    """The run's saved ``config.yaml`` as a dict, or None when it is missing or unreadable."""
+    try:
+        data = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def _git_sha() -> str | None:

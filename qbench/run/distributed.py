@@ -26,11 +26,12 @@ import contextlib
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 from torch.nn.parallel import DataParallel, DistributedDataParallel
 
+from ..results import quarantine
 from .device import dist_env
 
 __all__ = [
@@ -130,19 +131,23 @@ def broadcast_object(obj: Any = None, src: int = 0) -> Any:
     return box[0]
 
 
-def load_on_main(path: str | os.PathLike, map_location: Any = "cpu") -> Any | None:
-    """``torch.load(path)`` on rank 0 (None when the file does not exist), broadcast to every rank.
+def load_on_main(path: str | os.PathLike, map_location: Any = "cpu",
+                 log: Callable[[str], None] = print) -> Any | None:
+    """``torch.load(path, weights_only=True)`` on rank 0 (None when the file does not exist), broadcast to every rank.
 
     Rank 0 alone looks at the file, so all ranks agree whether to resume even while the file is being replaced, and
     ranks on other machines need no access to the results directory. In a process group the state is loaded on the
-    CPU and moved by ``load_state_dict``; in a single process it is loaded straight to ``map_location``.
+    CPU and moved by ``load_state_dict``; in a single process it is loaded straight to ``map_location``. A file that
+    cannot be read (truncated by a full disk, corrupt) is moved aside (:func:`qbench.results.quarantine`) with one log
+    line, and None is returned on every rank: the caller starts from scratch instead of failing on every re-run.
     """
     path = Path(path)
-    if not is_initialized():
-        return torch.load(path, map_location=map_location, weights_only=True) if path.exists() else None
     state = None
     if is_main() and path.exists():
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(path, map_location=map_location if not is_initialized() else "cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - EOFError, RuntimeError, UnpicklingError: all mean "unreadable"
+            log(f"{path} is unreadable ({type(exc).__name__}); moved to {quarantine(path)}; starting over")
     return broadcast_object(state)
 
 

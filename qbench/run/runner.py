@@ -25,13 +25,15 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..bits import FP_BITS, Bits, parse_bits
-from ..config import DataConfig, SuiteConfig, parse_shard, stage_configs, to_dict, to_yaml, with_overrides
+from ..config import (DataConfig, SuiteConfig, fingerprint, fingerprint_diff, parse_shard, stage_configs, to_dict,
+                      to_yaml, with_overrides)
 from ..errors import QbenchError
 from ..quant.apply import model_size_bits, quantize_model
 from ..registry import create_method, load_plugin, method_label, parse_method_spec, supported_bits
 from ..results import (CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, FINISHED, METRICS_FILE, MODEL_FILE, RESULT_FILE,
-                       SCHEMA_VERSION, TRACEBACK_FILE, ResultsLayout, SuiteRun, atomic_write_bytes, atomic_write_json,
-                       atomic_write_text, env_info, load_result)
+                       SCHEMA_VERSION, TRACEBACK_FILE, CellLock, ResultsLayout, SuiteRun, atomic_write_bytes,
+                       atomic_write_json, atomic_write_text, check_writable, env_info, load_result, quarantine,
+                       read_config, remove_temp_files)
 from .data import DatasetSplits, build_datasets, build_loaders
 from .device import device_name, dist_env, peak_mem_mb, resolve_device, seed_everything, train_setup
 from .distributed import broadcast_object, unwrap
@@ -39,7 +41,7 @@ from .models import create_model, load_checkpoint
 from .train import evaluate, fit, loss_at_q
 
 __all__ = ["Cell", "plan_cells", "cell_config", "record_config", "load_splits", "run_suite", "run_cell",
-           "warm_start", "resolve_init_run", "save_model"]
+           "failure_record", "warm_start", "resolve_init_run", "save_model"]
 
 
 @dataclass(frozen=True)
@@ -101,8 +103,9 @@ def cell_config(cfg: SuiteConfig, cell: Cell, overrides: dict[str, Any] | None =
 
 
 def record_config(cfg: SuiteConfig, cell: Cell) -> dict:
-    """What ``config.yaml`` holds: the run's resolved config plus its ``cell`` block."""
-    return {**to_dict(cfg), "cell": cell.record()}
+    """What ``config.yaml`` holds: the run's resolved config plus its ``cell`` block (with the config's result
+    fingerprint, :func:`qbench.config.fingerprint`)."""
+    return {**to_dict(cfg), "cell": {**cell.record(), "fingerprint": fingerprint(cfg)}}
 
 
 _SPLITS_CACHE: dict[str, DatasetSplits] = {}
@@ -166,7 +169,7 @@ def run_cell(cfg: SuiteConfig, cell: Cell, run_dir: Path, *, resume: bool = True
         "device": device.type, "device_name": device_name(device),
         "num_params": sum(p.numel() for p in model.parameters()),
         "num_quantized_params": sum(mod.parametrizations.weight.original.numel() for mod in model.qbench_info.layers),
-        "model_size_bits": model_size_bits(model),
+        "model_size_bits": model_size_bits(model), "fingerprint": fingerprint(cfg),
     }
     if init_from is not None:
         # The same quantity at the start and at the end of the continuation (per-epoch loss_q exists only for models
@@ -187,6 +190,7 @@ def run_cell(cfg: SuiteConfig, cell: Cell, run_dir: Path, *, resume: bool = True
         atomic_write_json(run_dir / RESULT_FILE, result)
         if fit_result.status in FINISHED:
             (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
+            (run_dir / TRACEBACK_FILE).unlink(missing_ok=True)  # an earlier failure of this cell is history now
     return result
 
 
@@ -198,8 +202,17 @@ def _record_identity(cfg: SuiteConfig, cell: Cell) -> dict:
             "dataset": cfg.data.name, "epochs": cfg.train.epochs, "kind": "train", "stage": cell.stage or None}
 
 
-def _failure_record(cfg: SuiteConfig, cell: Cell, exc: BaseException) -> dict:
-    return {**_record_identity(cfg, cell), "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+def failure_record(cfg: SuiteConfig, cell: Cell, exc: BaseException) -> dict:
+    """The ``result.json`` of a cell that raised: its identity, the error, and the method's hyperparameters when the
+    method can still be created (so the report files it under its real row)."""
+    record = {**_record_identity(cfg, cell), "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+              "fingerprint": fingerprint(cfg)}
+    try:
+        base, hparams = parse_method_spec(cell.method, cfg.method_hparams)
+        record["method_hparams"] = create_method(base, **hparams).config
+    except QbenchError:
+        pass  # an unknown method or hyperparameter is the error itself
+    return record
 
 
 def resolve_init_run(template: str, cell: Cell) -> str:
@@ -275,25 +288,33 @@ def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, l
     if cfg.data.batch_size % world:
         raise QbenchError(f"data.batch_size={cfg.data.batch_size} is the global batch and must be divisible by the "
                           f"{world} processes of this torchrun job")
+    if rank == 0:
+        check_writable(layout.suite_dir)
+    run_cfgs = {}
+    for cell in cells:
+        overrides = tuned_params(cell) if (cell.tuned and tuned_params is not None) else None
+        run_cfgs[cell] = cell_config(cfg, cell, overrides)
+    if resume:
+        _check_records_match(layout, cells, run_cfgs)
     for index, cell in enumerate(cells, 1):
         run_dir = layout.run_dir(cell.run_id)
-        # Rank 0's view decides under torchrun, so every rank runs the same cells (run.distributed).
-        previous = broadcast_object(load_result(run_dir) if rank == 0 else None)
-        if resume and previous and previous.get("status") in FINISHED:
+        lock = CellLock(run_dir)
+        # Rank 0 decides under torchrun (run.distributed), so every rank runs the same cells.
+        decision = broadcast_object(_claim(cell, run_dir, lock, resume, log) if rank == 0 else None)
+        if decision == "done":
             outcome.skipped.append(cell.run_id)
             continue
-        if not resume and run_dir.exists() and rank == 0:
-            for name in (CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE, MODEL_FILE):
-                (run_dir / name).unlink(missing_ok=True)
-        overrides = tuned_params(cell) if (cell.tuned and tuned_params is not None) else None
+        if decision != "run":
+            outcome.locked.append(cell.run_id)
+            log(f"[{index}/{len(cells)}] {cell.run_id}: skipped, {decision}")
+            continue
         log(f"[{index}/{len(cells)}] {cell.run_id}")
         try:
-            run_cfg = cell_config(cfg, cell, overrides)
-            result = run_cell(run_cfg, cell, run_dir, resume=resume, progress=progress, log=log)
+            result = run_cell(run_cfgs[cell], cell, run_dir, resume=resume, progress=progress, log=log)
         except KeyboardInterrupt:
             raise
         except Exception as exc:  # noqa: BLE001 - a failing cell is recorded and the suite goes on
-            result = _failure_record(cfg, cell, exc)
+            result = failure_record(run_cfgs[cell], cell, exc)
             if rank == 0:
                 atomic_write_json(run_dir / RESULT_FILE, result)
                 atomic_write_text(run_dir / TRACEBACK_FILE, traceback.format_exc())
@@ -304,5 +325,48 @@ def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, l
                 log(f"  diverged: {result['error']}")
             elif result.get("test_top1") is not None:
                 log(f"  test top-1 {result['test_top1']:.2f}%  ({result['wall_time_s']:.1f} s)")
+        finally:
+            lock.release()
         outcome.results.append(result)
     return outcome
+
+
+def _check_records_match(layout: ResultsLayout, cells: list[Cell], run_cfgs: dict[Cell, SuiteConfig]) -> None:
+    """Resume and skip only cells whose existing record was made with the same result-relevant config: otherwise one
+    line, before anything runs, naming the keys that differ and the two ways on. Rank 0 reads; every rank raises."""
+    problem = None
+    if dist_env()[0] == 0:
+        for cell in cells:
+            saved = read_config(layout.run_dir(cell.run_id))
+            if saved is None:
+                continue
+            diff = fingerprint_diff(saved, run_cfgs[cell])
+            if diff:
+                problem = (f"cell {cell.run_id} in {layout.suite_dir} was run with {', '.join(diff)}; to replace its "
+                           "record re-run with --fresh, or keep it and give this config its own results_dir=... or "
+                           "name=...")
+                break
+    problem = broadcast_object(problem)
+    if problem:
+        raise QbenchError(problem)
+
+
+def _claim(cell: Cell, run_dir: Path, lock: CellLock, resume: bool, log: Callable[[str], None]) -> str:
+    """Rank 0's decision for one cell: "done" (finished, skip), "run" (this process holds the cell's lock and the
+    folder is ready), or why another process has it."""
+    if resume and (load_result(run_dir) or {}).get("status") in FINISHED:
+        return "done"
+    if not lock.acquire():
+        return f"another qbench process trains it ({lock.holder()})"
+    # Under the lock: another process may have finished the cell since the first look.
+    record = load_result(run_dir)
+    if resume and (record or {}).get("status") in FINISHED:
+        lock.release()
+        return "done"
+    if record is None and (run_dir / RESULT_FILE).exists():
+        log(f"  {run_dir / RESULT_FILE} is not a readable record; moved to {quarantine(run_dir / RESULT_FILE)}")
+    remove_temp_files(run_dir)
+    if not resume:
+        for name in (CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE, MODEL_FILE, TRACEBACK_FILE):
+            (run_dir / name).unlink(missing_ok=True)
+    return "run"

@@ -30,10 +30,10 @@ from torch.utils.data import DataLoader
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..method import Method
-from ..results import CHECKPOINT_FILE, METRICS_FILE, atomic_write_bytes, read_jsonl, write_jsonl
+from ..results import CHECKPOINT_FILE, METRICS_FILE, atomic_write_bytes, quarantine, read_jsonl, write_jsonl
 from .device import TrainSetup
 from .diagnostics import RecurrenceTracker
-from .distributed import load_on_main, unwrap
+from .distributed import broadcast_object, load_on_main, unwrap
 
 __all__ = [
     "FINITE_CHECK_EVERY",
@@ -228,7 +228,14 @@ def fit(model: nn.Module, method: Method, loaders: tuple, train: TrainConfig, se
     writer = run_dir is not None and rank == 0
 
     # Rank 0 reads the checkpoint and broadcasts it (run.distributed): every rank agrees whether to resume.
-    state = load_on_main(run_dir / CHECKPOINT_FILE, map_location=device) if run_dir is not None and resume else None
+    state = load_on_main(run_dir / CHECKPOINT_FILE, map_location=device, log=log) \
+        if run_dir is not None and resume else None
+    if state is not None:
+        history = broadcast_object(_readable_history(run_dir, state["epoch"] + 1, log) if writer else None)
+        if history is None:  # the per-epoch rows of the checkpoint's epochs are gone: start over, recorded as such
+            if writer:
+                log(f"moved {quarantine(run_dir / CHECKPOINT_FILE)} aside as well; starting over")
+            state = None
     if state is not None:
         torch.nn.modules.utils.consume_prefix_in_state_dict_if_present(state["model"], "module.")
         unwrap(model).load_state_dict(state["model"])
@@ -237,7 +244,6 @@ def fit(model: nn.Module, method: Method, loaders: tuple, train: TrainConfig, se
         if scaler is not None and state.get("scaler"):
             scaler.load_state_dict(state["scaler"])
         tracker.load_state_dict(state["tracker"])
-        history = read_jsonl(run_dir / METRICS_FILE)[: state["epoch"] + 1]
         start_epoch, wall_offset = state["epoch"] + 1, float(state.get("wall_time_s", 0.0))
         log(f"resumed from {run_dir / CHECKPOINT_FILE} after epoch {start_epoch}")
 
@@ -306,6 +312,21 @@ def fit(model: nn.Module, method: Method, loaders: tuple, train: TrainConfig, se
             epoch_callback(epoch, row)
     return FitResult("complete", epochs, history, None, time.perf_counter() - t_start,
                      _rate(images_seen, train_time))
+
+
+def _readable_history(run_dir: Path, epochs: int, log: Callable[[str], None]) -> list[dict] | None:
+    """The first ``epochs`` rows of ``metrics.jsonl``, or None (the file moved aside) when it is torn or too short."""
+    path = run_dir / METRICS_FILE
+    try:
+        rows = read_jsonl(path)
+    except ValueError as exc:  # a torn line: json.JSONDecodeError or a UnicodeDecodeError
+        log(f"{path} is unreadable ({type(exc).__name__}); moved to {quarantine(path)}")
+        return None
+    if len(rows) < epochs:
+        if path.exists():
+            log(f"{path} has {len(rows)} rows but the checkpoint is after epoch {epochs}; moved to {quarantine(path)}")
+        return None
+    return rows[:epochs]
 
 
 def loss_at_q(model: nn.Module, train_loader, device, diag_batches: int, world_size: int = 1, *, amp_dtype=None,

@@ -18,7 +18,7 @@ from qbench.report import build_leaderboard, filter_runs, load_runs, parse_where
 from qbench.results import SCHEMA_VERSION, atomic_write_json, atomic_write_text
 from qbench.bits import parse_bits
 from qbench.registry import parse_method_spec
-from qbench.run.runner import Cell, _failure_record, cell_config, record_config
+from qbench.run.runner import Cell, failure_record, cell_config, record_config
 
 SUITE = "toy"
 
@@ -131,7 +131,7 @@ def test_killed_and_failed_runs_of_the_real_runner_land_in_their_cell(tmp_path):
     other_dir, other, _, _ = _quickstart_cell(tmp_path, "ste:estimator=clipped_relu", 0)
     atomic_write_json(other_dir / "result.json", _complete_record(other, 90.0))
     failed_dir, _, cfg, cell = _quickstart_cell(tmp_path, spec, 2)
-    atomic_write_json(failed_dir / "result.json", _failure_record(cfg, cell, RuntimeError("out of memory")))
+    atomic_write_json(failed_dir / "result.json", failure_record(cfg, cell, RuntimeError("out of memory")))
     _quickstart_cell(tmp_path, spec, 3)  # killed: config.yaml only
 
     runs = load_runs(tmp_path, "quickstart")

@@ -1,8 +1,9 @@
 """The method registry, modelled on timm's model registry.
 
 ``register_method`` adds a :class:`~qbench.method.Method` subclass under a name, ``list_methods`` lists names matching
-an fnmatch pattern, ``create_method`` builds an instance with validated hyperparameters. Methods come from three
-places, loaded lazily on first use so ``import qbench`` stays cheap:
+an fnmatch pattern, ``create_method`` builds an instance with validated hyperparameters, and ``quantize_model`` is the
+model surgery for a method given by name or instance (:mod:`qbench.quant` never imports the registry). Methods come
+from three places, loaded lazily on first use so ``import qbench`` stays cheap:
 
 1. the built-in plugins, one module per method in the package ``qbench.methods`` (the repository's ``methods/``);
 2. installed packages declaring the entry-point group ``qbench.methods`` (``name = "pkg.module"`` or ``"pkg.module:Cls"``);
@@ -18,18 +19,21 @@ import pkgutil
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
-from .errors import PluginError, UnknownMethodError
+from torch import nn
 
-if TYPE_CHECKING:
-    from .method import Method
+from .bits import Bits
+from .errors import ConfigError, PluginError, UnknownMethodError
+from .method import Method
+from .quant import apply
 
-__all__ = ["register_method", "list_methods", "create_method", "get_method_class", "load_plugin", "is_method"]
+__all__ = ["register_method", "list_methods", "create_method", "get_method_class", "load_plugin", "is_method",
+           "quantize_model"]
 
 ENTRY_POINT_GROUP = "qbench.methods"
 
-_registry: dict[str, type["Method"]] = {}
+_registry: dict[str, type[Method]] = {}
 _builtins_loaded = False
 _entry_points_loaded = False
 
@@ -38,8 +42,6 @@ def register_method(name: str | None = None, *, overwrite: bool = False) -> Call
     """Class decorator registering a Method subclass under ``name`` (default: the class's ``name`` attribute)."""
 
     def decorator(cls: type) -> type:
-        from .method import Method
-
         if not (isinstance(cls, type) and issubclass(cls, Method)):
             raise TypeError(f"@register_method expects a subclass of qbench.Method, got {cls!r}")
         key = (name or getattr(cls, "name", None) or cls.__name__).lower()
@@ -132,7 +134,7 @@ def is_method(name: str) -> bool:
     return name.lower() in _registry
 
 
-def get_method_class(name: str) -> type["Method"]:
+def get_method_class(name: str) -> type[Method]:
     _ensure_loaded()
     key = str(name).lower()
     if key not in _registry:
@@ -145,6 +147,24 @@ def get_method_class(name: str) -> type["Method"]:
     return _registry[key]
 
 
-def create_method(name: str, **hparams) -> "Method":
+def create_method(name: str, **hparams) -> Method:
     """Instantiate a registered method; unknown hyperparameters raise a ConfigError listing the valid ones."""
     return get_method_class(name)(**hparams)
+
+
+def quantize_model(model: nn.Module, method: str | Method, bits: str | Bits = "W1A4", policy: str = "fp", *,
+                   input_size: tuple[int, ...] | None = None, **hparams) -> nn.Module:
+    """Quantize ``model`` in place for ``method`` at ``bits`` and return it (:func:`qbench.quant.apply.quantize_model`
+    does the surgery; its docstring has the details).
+
+    Args:
+        method: a registered method's name, with its hyperparameters as keyword arguments, or a Method instance.
+        bits: ``"W1A4"`` etc.; 32 on a side keeps it float.
+        policy: ``"fp"`` keeps the first and last layers float, ``"quantized"`` quantizes them too.
+        input_size: (C, H, W) for the placement probe; default ``pretrained_cfg["input_size"]``.
+    """
+    if isinstance(method, str):
+        method = create_method(method, **hparams)
+    elif hparams:
+        raise ConfigError("pass hyperparameters either to create_method or to quantize_model, not both")
+    return apply.quantize_model(model, method, bits, policy, input_size=input_size)

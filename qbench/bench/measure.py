@@ -496,7 +496,7 @@ def run_bench(*, archs: Sequence[str], methods: Sequence[str],
     """
     from .. import __version__
     from ..run.models import create_model
-    from ..quant.apply import quantize_model
+    from ..registry import quantize_model
 
     dev = _device(device)
     dtype = _amp_dtype(amp_dtype, dev)

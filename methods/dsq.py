@@ -58,7 +58,8 @@ def dsq_quantize(x: Tensor, lo: Tensor, hi: Tensor, alpha: Tensor, bits: int, so
     # sgn(φ) instead of φ in eq. 4 forward — the uniform quantizer, the values evaluation uses — and the derivative
     # of Q_S backward, for x and for α, l, u alike (replacing the whole output, not φ alone, keeps the l/u gradient
     # the soft one instead of mixing in the hard level index through the product Δ·(i + ·)).
-    return quant.learned.ste_replace(q_soft, lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype)))
+    hard = lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype))
+    return quant.learned.ste_replace(q_soft, hard)
 
 
 def dsq_hard(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:

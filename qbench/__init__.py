@@ -2,7 +2,7 @@
 
 Public API (everything else is an implementation module)::
 
-    qbench.register_method, qbench.list_methods, qbench.create_method
+    qbench.register_method, qbench.list_methods, qbench.create_method, qbench.Method, qbench.HParam
     qbench.quantize_model(model, method, bits="W1A4", policy="fp")
 
 What a method plugin needs is one import, ``from qbench import Method, HParam, register_method, quant``

@@ -7,6 +7,7 @@ method is usually a dozen lines in one file (see ``methods/`` and the README's p
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any, ClassVar, Iterable
 
@@ -33,13 +34,14 @@ class HParam:
     def __init__(self, default: Any, help: str, choices: Iterable[Any] | None = None, *, space: Any = None):
         self.default, self.help = default, help
         self.choices = tuple(choices) if choices is not None else None
-        self.space_spec = space  # as written, kept for :meth:`with_default`
         self.space: SearchDim | None = None if space is None else parse_search_dim(
             space, f"HParam({default!r}, space={space!r})", self.choices)
 
     def with_default(self, default: Any) -> "HParam":
         """The same hyperparameter (help, choices, space) with another default."""
-        return HParam(default, self.help, self.choices, space=self.space_spec)
+        other = copy.copy(self)
+        other.default = default
+        return other
 
     def __repr__(self) -> str:
         return f"HParam({self.default!r})"

@@ -154,15 +154,9 @@ def create_method(name: str, **hparams) -> Method:
 
 def quantize_model(model: nn.Module, method: str | Method, bits: str | Bits = "W1A4", policy: str = "fp", *,
                    input_size: tuple[int, ...] | None = None, **hparams) -> nn.Module:
-    """Quantize ``model`` in place for ``method`` at ``bits`` and return it (:func:`qbench.quant.apply.quantize_model`
-    does the surgery; its docstring has the details).
-
-    Args:
-        method: a registered method's name, with its hyperparameters as keyword arguments, or a Method instance.
-        bits: ``"W1A4"`` etc.; 32 on a side keeps it float.
-        policy: ``"fp"`` keeps the first and last layers float, ``"quantized"`` quantizes them too.
-        input_size: (C, H, W) for the placement probe; default ``pretrained_cfg["input_size"]``.
-    """
+    """Quantize ``model`` in place for ``method`` at ``bits`` and return it: ``method`` is a registered method's name,
+    with its hyperparameters as keyword arguments, or a Method instance. The surgery and the other arguments are
+    :func:`qbench.quant.apply.quantize_model`'s."""
     if isinstance(method, str):
         method = create_method(method, **hparams)
     elif hparams:

@@ -178,10 +178,11 @@ def _example_input(model: nn.Module, input_size) -> Tensor:
     return torch.randn((2, *tuple(input_size)[-3:]), generator=g).to(device=device, dtype=dtype)
 
 
-def quantize_model(model: nn.Module, method, bits: str | Bits = "W1A4", policy: str = "fp", *,
+def quantize_model(model: nn.Module, method, bits: str | Bits, policy: str, *,
                    input_size: tuple[int, ...] | None = None) -> nn.Module:
     """Quantize ``model`` in place for ``method`` (a :class:`~qbench.method.Method` instance) at ``bits`` and return
-    it. :func:`qbench.quantize_model` also takes a registered method's name and its hyperparameters.
+    it. :func:`qbench.quantize_model` (the registry's) also takes a registered method's name and its hyperparameters,
+    and has the defaults.
 
     Args:
         model: any ``nn.Module``; timm models tell their first/last layers through ``pretrained_cfg``.

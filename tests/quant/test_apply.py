@@ -208,9 +208,9 @@ def test_surgery_takes_an_instance_and_the_registry_resolves_names():
     from qbench.quant import apply
 
     with pytest.raises(TypeError, match=r"qbench.quantize_model\(model, 'ste'"):
-        apply.quantize_model(TinyNet(), "ste", "W2A4")
+        apply.quantize_model(TinyNet(), "ste", "W2A4", "fp")
     method = qbench.create_method("ste", estimator="relu")
-    model = apply.quantize_model(TinyNet(), method, "W2A4")
+    model = apply.quantize_model(TinyNet(), method, "W2A4", "fp")
     assert model.qbench_info.method is method and quantized_layers(model)
     with pytest.raises(ConfigError, match="not both"):
         qbench.quantize_model(TinyNet(), method, "W2A4", estimator="identity")

@@ -13,14 +13,10 @@ quantized incl. the first and last, except the network input (use ``policy=quant
 import torch
 from torch import nn
 
-from qbench import register_method
-from qbench.errors import ConfigError
-from qbench.method import HParam, Method, clip_latent_weights_
-from qbench.quant.activation import AQEActivation, aqe_blend, aqe_h
-from qbench.quant.weight import WeightParametrization, num_levels
+from qbench import ConfigError, HParam, Method, quant, register_method
 
 
-class AQEWeight(WeightParametrization):
+class AQEWeight(quant.weight.WeightParametrization):
     """Weight parametrization Ŵ = α·h(W) + (1−α)·W while training, h(W) at evaluation (AQE eq. 18).
 
     ``ternary_delta`` is the 2-bit threshold Δ of h, or ``"twn"``: Δ = 0.7·mean|W| per layer (TWN's rule, arXiv
@@ -33,7 +29,7 @@ class AQEWeight(WeightParametrization):
     def __init__(self, bits: int, alpha: float, ternary_delta: float | str):
         super().__init__()
         self.bits, self.alpha, self.ternary_delta = bits, float(alpha), ternary_delta
-        self.levels = num_levels(bits)
+        self.levels = quant.weight.num_levels(bits)
 
     def _delta(self, latent):
         if self.ternary_delta == "twn":
@@ -41,11 +37,11 @@ class AQEWeight(WeightParametrization):
         return float(self.ternary_delta)
 
     def forward(self, latent):
-        return aqe_blend(latent, self.alpha, self.bits, self._delta(latent), self.training)
+        return quant.activation.aqe_blend(latent, self.alpha, self.bits, self._delta(latent), self.training)
 
     def hard(self, latent):
         with torch.no_grad():
-            return aqe_h(latent, self.bits, self._delta(latent))
+            return quant.activation.aqe_h(latent, self.bits, self._delta(latent))
 
     def extra_repr(self):
         return f"bits={self.bits}, alpha={self.alpha:g}"
@@ -60,7 +56,8 @@ class AQE(Method):
     paper_policy = "all layers quantized incl. first and last, except the network input"
     activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
     hparams = {
-        "alpha": HParam(0.5, "blend weight α of the quantized part (0.5 = BNN STE) [choice: not stated]"),
+        "alpha": HParam(0.5, "blend weight α of the quantized part (0.5 = BNN STE) [choice: not stated]",
+                        space=[0.25, 1.0, "linear"]),
         "alpha_schedule": HParam("constant", "'linear': ramp α → alpha_final over training (not in the paper)",
                                  ("constant", "linear")),
         "alpha_final": HParam(1.0, "final α of the linear ramp (not in the paper)"),
@@ -89,15 +86,12 @@ class AQE(Method):
         return self._track(AQEWeight(bits, self.alpha_t, delta))
 
     def activation_quantizer(self, bits):
-        return self._track(AQEActivation(bits, self.alpha_t, self.hp.ternary_delta))
+        return self._track(quant.activation.AQEActivation(bits, self.alpha_t, self.hp.ternary_delta))
 
     def input_quantizer(self, bits, signed):
         # The same blend for layer inputs that are not activation outputs (the paper quantizes all layers' inputs
         # except the network input).
-        return self._track(AQEActivation(bits, self.alpha_t, self.hp.ternary_delta))
-
-    def weight_levels(self, bits):
-        return num_levels(bits)
+        return self._track(quant.activation.AQEActivation(bits, self.alpha_t, self.hp.ternary_delta))
 
     def on_epoch_start(self, model, epoch, epochs):
         if self.hp.alpha_schedule == "linear" and epochs > 1:
@@ -108,7 +102,4 @@ class AQE(Method):
 
     def after_step(self, model):
         if self.hp.clip_weights:
-            clip_latent_weights_(model)
-
-    def search_space(self, trial):
-        return {"alpha": trial.suggest_float("alpha", 0.25, 1.0)}
+            quant.latent.clip_latent_weights_(model)

@@ -18,9 +18,7 @@ lr by the inverse of its Glorot init coefficient (not reproduced: qbench's optim
 
 import torch
 
-from qbench import register_method
-from qbench.method import HParam, Method, clip_latent_weights_
-from qbench.quant import weight as wq
+from qbench import HParam, Method, quant, register_method
 
 __all__ = ["BinaryConnect", "StochasticSignWeight", "hard_sigmoid"]
 
@@ -47,7 +45,7 @@ class _StochasticSign(torch.autograd.Function):
         return grad, None
 
 
-class StochasticSignWeight(wq.WeightParametrization):
+class StochasticSignWeight(quant.weight.WeightParametrization):
     """Stochastic binarization (eq. 2) while training; deterministic sign(w) at evaluation, in ``hard`` and export."""
 
     levels = 2
@@ -58,12 +56,12 @@ class StochasticSignWeight(wq.WeightParametrization):
 
     def forward(self, latent):
         if not self.training:
-            return wq.sign_nonzero(latent)
+            return quant.weight.sign_nonzero(latent)
         return _StochasticSign.apply(latent, self.cancel_outside)
 
     def hard(self, latent):
         with torch.no_grad():
-            return wq.sign_nonzero(latent)
+            return quant.weight.sign_nonzero(latent)
 
     def extra_repr(self):
         return "stochastic sign (p = hard_sigmoid(w))" + (
@@ -81,7 +79,7 @@ class BinaryConnect(Method):
     activation_bits = (32,)
     hparams = {
         "stochastic": HParam(False, "stochastic binarization, +1 w.p. hard_sigmoid(w) (eq. 2-3) while training; "
-                                    "evaluation uses sign(w)", (True, False)),
+                                    "evaluation uses sign(w)", (True, False), space=[False, True]),
         "clip_weights": HParam(True, "clip latent w to [−1, 1] after each update (Algorithm 1, §2.4)", (True, False)),
         "cancel_grad": HParam(True, "pass the gradient only where |w| ≤ 1 (spec; a no-op while w is clipped)",
                               (True, False)),
@@ -93,11 +91,8 @@ class BinaryConnect(Method):
         if self.hp.stochastic:
             return StochasticSignWeight(cancel_outside=cancel)
         # eq. 1: w_b = sign(w), straight-through: the gradient taken at w_b is applied to w (Algorithm 1)
-        return wq.StraightThroughWeight(wq.sign_nonzero, 2, cancel_outside=cancel)
+        return quant.weight.StraightThroughWeight(quant.weight.sign_nonzero, 2, cancel_outside=cancel)
 
     def after_step(self, model):
         if self.hp.clip_weights:
-            clip_latent_weights_(model)  # Algorithm 1: w_t ← clip(w_{t−1} − η·∂C/∂w_b)
-
-    def search_space(self, trial):
-        return {"stochastic": trial.suggest_categorical("stochastic", [False, True])}
+            quant.latent.clip_latent_weights_(model)  # Algorithm 1: w_t ← clip(w_{t−1} − η·∂C/∂w_b)

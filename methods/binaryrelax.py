@@ -24,10 +24,7 @@ import math
 
 import torch
 
-from qbench import register_method
-from qbench.errors import ConfigError
-from qbench.method import HParam, Method, latent_weights
-from qbench.quant import weight as wq
+from qbench import ConfigError, HParam, Method, quant, register_method
 
 __all__ = ["BinaryRelax", "RelaxedWeight", "relaxed_point"]
 
@@ -49,7 +46,7 @@ class _StraightThroughValue(torch.autograd.Function):
         return grad, None
 
 
-class RelaxedWeight(wq.WeightParametrization):
+class RelaxedWeight(quant.weight.WeightParametrization):
     """Parametrization u = (w + λ·Q(w))/(1 + λ) while training in phase I, Q(w) in phase II and at evaluation."""
 
     def __init__(self, quantize, levels, lam=1.0):
@@ -68,7 +65,7 @@ class RelaxedWeight(wq.WeightParametrization):
             return self.quantize(latent)
 
     def extra_repr(self):
-        return f"{wq.describe_quantizer(self.quantize)}, lambda={self.lam:.4g}, hard_phase={self.hard_phase}"
+        return f"{quant.weight.describe_quantizer(self.quantize)}, lambda={self.lam:.4g}, hard_phase={self.hard_phase}"
 
 
 @register_method("binaryrelax")
@@ -82,8 +79,10 @@ class BinaryRelax(Method):
     activation_bits = (32,)
     hparams = {
         "lambda0": HParam(1.0, "initial relaxation weight λ₀ (paper/code: 1)"),
-        "lambda_rate": HParam(1.04, "λ ← ρ·λ at the start of every epoch (code: ρ = 1.04)"),
-        "hard_fraction": HParam(0.75, "phase II (u = Q(w)) from epoch ⌊hard_fraction·N⌋ (paper: 150 of 200)"),
+        "lambda_rate": HParam(1.04, "λ ← ρ·λ at the start of every epoch (code: ρ = 1.04)",
+                              space=[1.0, 1.1, "linear"]),
+        "hard_fraction": HParam(0.75, "phase II (u = Q(w)) from epoch ⌊hard_fraction·N⌋ (paper: 150 of 200)",
+                                space=[0.5, 0.95, "linear"]),
         "ternary": HParam("exact", "2-bit Proj_Q: 'exact' L2 projection (spec §1), 'twn' rule, or 'code' (TWN, scale "
                                    "Σ|w|I/n as in the authors' quantize_tnn)", ("exact", "twn", "code")),
     }
@@ -107,19 +106,15 @@ class BinaryRelax(Method):
     def weight_quantizer(self, bits):
         self.check_weight_bits(bits)
         if bits == 1:
-            fn = wq.binary  # exact projection onto {±δ}ⁿ: δ = mean|w|
+            fn = quant.weight.binary  # exact projection onto {±δ}ⁿ: δ = mean|w|
         elif self.hp.ternary == "exact":
-            fn = wq.ternary_exact
-        else:
-            fn = functools.partial(wq.ternary_twn, bcgd_code_scale=self.hp.ternary == "code")
-        return RelaxedWeight(fn, wq.num_levels(bits), self.lam_t)
+            fn = quant.weight.ternary_exact
+        else:  # the code's quantize_tnn: |w| ≥ Δ
+            fn = functools.partial(quant.weight.ternary_twn, bcgd_code_scale=self.hp.ternary == "code")
+        return RelaxedWeight(fn, quant.weight.num_levels(bits), self.lam_t)
 
     def on_epoch_start(self, model, epoch, epochs):
         self.hard_t = epoch >= self.hard_start(epochs)
         self.lam_t = self.lambda_at(epoch)
-        for _, param in latent_weights(model):
+        for _, param in quant.latent.latent_weights(model):
             param.lam, param.hard_phase = self.lam_t, self.hard_t
-
-    def search_space(self, trial):
-        return {"lambda_rate": trial.suggest_float("lambda_rate", 1.0, 1.1),
-                "hard_fraction": trial.suggest_float("hard_fraction", 0.5, 0.95)}

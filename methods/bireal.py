@@ -16,10 +16,7 @@ Recipe (paper): initialise from a real-valued net trained with clip(−1, 1) in 
 
 from torch import nn
 
-from qbench import register_method
-from qbench.method import HParam, Method
-from qbench.quant.activation import InputQuantizer
-from qbench.quant.sign import SCALED_SIGN_GRADS, ScaledSignWeight, SignActivation
+from qbench import HParam, Method, quant, register_method
 
 __all__ = ["BiReal"]
 
@@ -35,24 +32,23 @@ class BiReal(Method):
     activation_bits = (1,)
     activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
     hparams = {
+        "estimator": HParam("approx_sign", "activation backward: 'approx_sign' (§3.2) or 'hardtanh' (the BNN STE "
+                                           "the paper compares against)", ("approx_sign", "hardtanh"),
+                            space="choices"),
         "weight_grad": HParam("magnitude_aware", "weight backward: 'magnitude_aware' g·α_c·1{|w| ≤ 1} (§3.3), "
                                                  "'xnor' (XNOR-Net) or 'autograd' (exact chain rule)",
-                              SCALED_SIGN_GRADS),
-        "estimator": HParam("approx_sign", "activation backward: 'approx_sign' (§3.2) or 'hardtanh' (the BNN STE "
-                                           "the paper compares against)", ("approx_sign", "hardtanh")),
+                              quant.sign.SCALED_SIGN_GRADS, space=["magnitude_aware", "xnor"]),
     }
 
     def weight_quantizer(self, bits):
         self.check_weight_bits(bits)
-        return ScaledSignWeight(grad=self.hp.weight_grad)
+        return quant.sign.ScaledSignWeight(grad=self.hp.weight_grad)
 
     def activation_quantizer(self, bits):
-        return SignActivation(self.hp.estimator)
+        return quant.sign.SignActivation(self.hp.estimator)
 
     def input_quantizer(self, bits, signed):
         # sign of a non-negative input is constant: such inputs get the unsigned 1-bit grid instead
-        return SignActivation(self.hp.estimator) if signed else InputQuantizer(bits, signed=False)
-
-    def search_space(self, trial):
-        return {"estimator": trial.suggest_categorical("estimator", ["approx_sign", "hardtanh"]),
-                "weight_grad": trial.suggest_categorical("weight_grad", ["magnitude_aware", "xnor"])}
+        if signed:
+            return quant.sign.SignActivation(self.hp.estimator)
+        return quant.activation.InputQuantizer(bits, signed=False)

@@ -19,11 +19,7 @@ Recipe (paper): Adam (shift-based AdaMax), BN, exponentially decaying lr, many e
 
 from torch import nn
 
-from qbench import register_method
-from qbench.method import HParam, Method, clip_latent_weights_
-from qbench.quant import weight as wq
-from qbench.quant.activation import InputQuantizer
-from qbench.quant.sign import SignActivation
+from qbench import HParam, Method, quant, register_method
 
 __all__ = ["BNN"]
 
@@ -39,7 +35,8 @@ class BNN(Method):
     activation_bits = (1,)
     activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
     hparams = {
-        "ste_clip": HParam(1.0, "activation STE passes the gradient where |x| ≤ ste_clip (§1.3: 1)"),
+        "ste_clip": HParam(1.0, "activation STE passes the gradient where |x| ≤ ste_clip (§1.3: 1)",
+                           space=[0.5, 2.0, "linear"]),
         "clip_weights": HParam(True, "clip latent weights to [−1, 1] after each update (Algorithm 1)", (True, False)),
         "cancel_grad": HParam(True, "weight STE 1{|w| ≤ 1} (a no-op while weights are clipped)", (True, False)),
     }
@@ -47,18 +44,18 @@ class BNN(Method):
     def weight_quantizer(self, bits):
         self.check_weight_bits(bits)
         # eq. 1: W_b = sign(W), no scale; the gradient at W_b is applied to W (Algorithm 1)
-        return wq.StraightThroughWeight(wq.sign_nonzero, 2, cancel_outside=1.0 if self.hp.cancel_grad else None)
+        return quant.weight.StraightThroughWeight(quant.weight.sign_nonzero, 2,
+                                                  cancel_outside=1.0 if self.hp.cancel_grad else None)
 
     def activation_quantizer(self, bits):
-        return SignActivation("hardtanh", clip=float(self.hp.ste_clip))
+        return quant.sign.SignActivation("hardtanh", clip=float(self.hp.ste_clip))
 
     def input_quantizer(self, bits, signed):
         # sign of a non-negative input is constant +1: such inputs get the unsigned 1-bit grid instead
-        return SignActivation("hardtanh", clip=float(self.hp.ste_clip)) if signed else InputQuantizer(bits, False)
+        if signed:
+            return quant.sign.SignActivation("hardtanh", clip=float(self.hp.ste_clip))
+        return quant.activation.InputQuantizer(bits, False)
 
     def after_step(self, model):
         if self.hp.clip_weights:
-            clip_latent_weights_(model)
-
-    def search_space(self, trial):
-        return {"ste_clip": trial.suggest_float("ste_clip", 0.5, 2.0)}
+            quant.latent.clip_latent_weights_(model)

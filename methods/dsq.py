@@ -25,11 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from qbench import register_method
-from qbench.errors import BitsError, ConfigError
-from qbench.method import HParam, Method
-from qbench.quant.learned import ROLE_CLIP, ROLE_SOFTNESS, grad_scale, project_learned_, ste_replace, sync_mean
-from qbench.quant.weight import WeightParametrization
+from qbench import BitsError, ConfigError, HParam, Method, quant, register_method
 
 __all__ = ["TRAIN_FORWARDS", "BOUND_GRAD_SCALES", "dsq_quantize", "dsq_hard", "DSQWeight", "DSQQuantizer", "DSQ"]
 
@@ -62,7 +58,8 @@ def dsq_quantize(x: Tensor, lo: Tensor, hi: Tensor, alpha: Tensor, bits: int, so
     # sgn(φ) instead of φ in eq. 4 forward — the uniform quantizer, the values evaluation uses — and the derivative
     # of Q_S backward, for x and for α, l, u alike (replacing the whole output, not φ alone, keeps the l/u gradient
     # the soft one instead of mixing in the hard level index through the product Δ·(i + ·)).
-    return ste_replace(q_soft, lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype)))
+    hard = lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype))
+    return quant.learned.ste_replace(q_soft, hard)
 
 
 def dsq_hard(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
@@ -74,7 +71,8 @@ def dsq_hard(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
 
 
 class _DSQBase(nn.Module):
-    qbench_param_roles = {"alpha": ROLE_SOFTNESS, "lo": ROLE_CLIP, "hi": ROLE_CLIP}
+    qbench_param_roles = {"alpha": quant.learned.ROLE_SOFTNESS, "lo": quant.learned.ROLE_CLIP,
+                          "hi": quant.learned.ROLE_CLIP}
 
     def _setup(self, bits: int, alpha_init: float, alpha_min: float, alpha_max: float, train_forward: str,
                learn_bounds: bool, learn_lo: bool, bound_grad_scale: str):
@@ -114,7 +112,7 @@ class _DSQBase(nn.Module):
             # LeNet-5: |∂L/∂u| ≈ 37 for weights of size 0.04). LSQ §2.2's g = 1/√(N·Q_P), Q_P = 2^b − 1 intervals,
             # brings their update to the weights' scale; "none" is the paper's plain gradient.
             g = 1.0 / (n_features * (2**self.bits - 1)) ** 0.5
-            lo, hi = grad_scale(lo, g), grad_scale(hi, g)
+            lo, hi = quant.learned.grad_scale(lo, g), quant.learned.grad_scale(hi, g)
         return dsq_quantize(x, lo.to(x.dtype), hi.to(x.dtype), self._alpha().to(x.dtype), self.bits,
                             soft=self.train_forward == "soft")
 
@@ -127,7 +125,7 @@ class _DSQBase(nn.Module):
                 f"u={float(self.hi.detach()):.4g}, train_forward={self.train_forward}")
 
 
-class DSQWeight(_DSQBase, WeightParametrization):
+class DSQWeight(_DSQBase, quant.weight.WeightParametrization):
     """Weight parametrization with DSQ (α, l, u learned per layer; l, u start at the weights' min and max when the
     model is quantized). ``hard`` / evaluation: the uniform quantizer on [l, u]."""
 
@@ -185,8 +183,8 @@ class DSQQuantizer(_DSQBase):
             if not self.training:  # the placement probe on random input: use, do not keep
                 return dsq_hard(x, lo.to(x.dtype), hi.to(x.dtype), self.bits)
             with torch.no_grad():
-                self.lo.copy_(sync_mean(lo))
-                self.hi.copy_(sync_mean(hi))
+                self.lo.copy_(quant.learned.sync_mean(lo))
+                self.hi.copy_(quant.learned.sync_mean(hi))
                 self.initialized.fill_(True)
         return self._quantize(x, self.lo, self.hi, x[0].numel() if x.dim() > 1 else x.numel())
 
@@ -204,12 +202,13 @@ class DSQ(Method):
     # sign-activation networks, which this ReLU-replacing quantizer is not; use bnn/irnet/bireal for A1.
     activation_bits = (2, 3, 4, 5, 6, 7, 8)
     hparams = {
-        "alpha_init": HParam(0.2, "initial characteristic variable α of every quantizer [choice]"),
+        "alpha_init": HParam(0.2, "initial characteristic variable α of every quantizer [choice]",
+                             space=[0.05, 0.5, "log"]),
         "alpha_min": HParam(1e-4, "α is clamped to [alpha_min, alpha_max] (paper: α kept small) [choice]"),
         "alpha_max": HParam(0.5, "upper clamp of α [choice]"),
         "learn_bounds": HParam(True, "learn the clipping range l, u with the task loss (paper §3.3)", (True, False)),
         "train_forward": HParam("hard", "training forward: 'hard' = sgn(φ) (exact levels, Q_S gradient), "
-                                        "'soft' = Q_S itself", TRAIN_FORWARDS),
+                                        "'soft' = Q_S itself", TRAIN_FORWARDS, space="choices"),
         "bound_grad_scale": HParam("lsq", "scale of the l, u gradient: 'lsq' = 1/√(N·(2^b − 1)) (LSQ §2.2, not in "
                                           "the DSQ paper) or 'none' (the paper)", BOUND_GRAD_SCALES),
     }
@@ -223,9 +222,6 @@ class DSQ(Method):
     def weight_quantizer(self, bits):
         return DSQWeight(bits, **self._kw())
 
-    def weight_levels(self, bits):
-        return 2**bits
-
     def activation_quantizer(self, bits):
         return DSQQuantizer(bits, signed=False, **self._kw())
 
@@ -233,8 +229,4 @@ class DSQ(Method):
         return DSQQuantizer(bits, signed=signed, **self._kw())
 
     def after_step(self, model):
-        project_learned_(model)
-
-    def search_space(self, trial):
-        return {"alpha_init": trial.suggest_float("alpha_init", 0.05, 0.5, log=True),
-                "train_forward": trial.suggest_categorical("train_forward", list(TRAIN_FORWARDS))}
+        quant.learned.project_learned_(model)

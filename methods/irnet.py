@@ -20,11 +20,7 @@ Recipe (code): SGD lr 0.1, momentum 0.9, wd 1e-4, cosine, 400 epochs on CIFAR-10
 import torch
 from torch import nn
 
-from qbench import register_method
-from qbench.method import HParam, Method, latent_weights
-from qbench.quant import weight as wq
-from qbench.quant.activation import InputQuantizer
-from qbench.quant.sign import SignActivation, ede_grad, ede_schedule, sign_with_estimator
+from qbench import HParam, Method, quant, register_method
 
 __all__ = ["IRNet", "LibraWeight", "libra_standardize", "libra_binary"]
 
@@ -58,11 +54,11 @@ def libra_binary(w, balance=True, pow2_scale=True):
     """Hard Libra-PB weights: 2^s·sign(ŵ_std) (or plain sign(w) pieces when an option is off), no autograd."""
     with torch.no_grad():
         z = libra_standardize(w) if balance else w
-        q = wq.sign_nonzero(z)
+        q = quant.weight.sign_nonzero(z)
         return libra_scale(z) * q if pow2_scale else q
 
 
-class LibraWeight(wq.WeightParametrization):
+class LibraWeight(quant.weight.WeightParametrization):
     """Libra-PB weight parametrization with the EDE backward; ``t``/``k`` are set every epoch by the method."""
 
     levels = 2
@@ -76,7 +72,8 @@ class LibraWeight(wq.WeightParametrization):
     def forward(self, latent):
         z = libra_standardize(latent) if self.balance else latent
         t, k = self.t, self.k
-        q = sign_with_estimator(z, lambda x: ede_grad(x, t, k))  # EDE for the weights too (code: BinaryQuantize)
+        # EDE for the weights too (code: BinaryQuantize)
+        q = quant.sign.sign_with_estimator(z, lambda x: quant.sign.ede_grad(x, t, k))
         return libra_scale(z) * q if self.pow2_scale else q
 
     def hard(self, latent):
@@ -97,8 +94,8 @@ class IRNet(Method):
     activation_bits = (1,)
     activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
     hparams = {
-        "t_min": HParam(0.1, "EDE T_min (paper 10⁻¹; authors' CIFAR code 10⁻³)"),
-        "t_max": HParam(10.0, "EDE T_max (paper 10¹)"),
+        "t_min": HParam(0.1, "EDE T_min (paper 10⁻¹; authors' CIFAR code 10⁻³)", space=[1e-3, 0.5, "log"]),
+        "t_max": HParam(10.0, "EDE T_max (paper 10¹)", space=[2.0, 50.0, "log"]),
         "balance": HParam(True, "Libra-PB: standardise each output channel (w − mean)/std before sign (§3.1)",
                           (True, False)),
         "pow2_scale": HParam(True, "Libra-PB: scale 2^round(log2 mean|ŵ_std|) per output channel (§3.1)",
@@ -107,29 +104,27 @@ class IRNet(Method):
 
     def __init__(self, **overrides):
         super().__init__(**overrides)
-        self.t, self.k = ede_schedule(0, 1, float(self.hp.t_min), float(self.hp.t_max))  # validates the range
+        self.t, self.k = quant.sign.ede_schedule(0, 1, float(self.hp.t_min), float(self.hp.t_max))  # checks the range
 
     def weight_quantizer(self, bits):
         self.check_weight_bits(bits)
         return LibraWeight(bool(self.hp.balance), bool(self.hp.pow2_scale), self.t, self.k)
 
     def activation_quantizer(self, bits):
-        return SignActivation("ede", t=self.t, k=self.k)
+        return quant.sign.SignActivation("ede", t=self.t, k=self.k)
 
     def input_quantizer(self, bits, signed):
         # sign of a non-negative input is constant: such inputs get the unsigned 1-bit grid instead
-        return SignActivation("ede", t=self.t, k=self.k) if signed else InputQuantizer(bits, signed=False)
+        if signed:
+            return quant.sign.SignActivation("ede", t=self.t, k=self.k)
+        return quant.activation.InputQuantizer(bits, signed=False)
 
     def on_epoch_start(self, model, epoch, epochs):
         # EDE schedule (§3.2): t from T_min at epoch 0 to T_max at epoch N, k = max(1/t, 1)
-        self.t, self.k = ede_schedule(epoch, epochs, float(self.hp.t_min), float(self.hp.t_max))
-        for _, param in latent_weights(model):
+        self.t, self.k = quant.sign.ede_schedule(epoch, epochs, float(self.hp.t_min), float(self.hp.t_max))
+        for _, param in quant.latent.latent_weights(model):
             param.t, param.k = self.t, self.k
         for module in model.modules():
-            if isinstance(module, SignActivation) and module.estimator == "ede":
+            if isinstance(module, quant.sign.SignActivation) and module.estimator == "ede":
                 module.set_ede(self.t, self.k)
-
-    def search_space(self, trial):
-        return {"t_min": trial.suggest_float("t_min", 1e-3, 0.5, log=True),
-                "t_max": trial.suggest_float("t_max", 2.0, 50.0, log=True)}
 

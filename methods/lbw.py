@@ -10,9 +10,7 @@ detector's backbone quantized (detection only: 6-bit nearly lossless on PASCAL V
 
 import functools
 
-from qbench import register_method
-from qbench.method import HParam, QuantReLUMethod
-from qbench.quant import weight as wq
+from qbench import HParam, QuantReLUMethod, quant, register_method
 
 
 @register_method("lbw")
@@ -24,21 +22,16 @@ class LBW(QuantReLUMethod):
     paper_policy = "backbone quantized (object detection)"
     hparams = {
         **QuantReLUMethod.relu_hparams(),
-        "pow2_c": HParam(0.75, "≥ 3 bits: α = c·max|w|, c ∈ [0.5, 1] [choice]"),
-        "pow2_refits": HParam(0, "≥ 3 bits: least-squares refits of α (0-3) [choice]"),
+        "pow2_c": HParam(0.75, "≥ 3 bits: α = c·max|w|, c ∈ [0.5, 1] [choice]", space=[0.5, 1.0, "linear"]),
+        "pow2_refits": HParam(0, "≥ 3 bits: least-squares refits of α (0-3) [choice]", space=[0, 3, "linear"]),
     }
 
     def weight_quantizer(self, bits):
         if bits == 1:
-            fn = wq.binary
+            fn = quant.weight.binary
         elif bits == 2:
-            fn = wq.ternary_exact
+            fn = quant.weight.ternary_exact
         else:
-            fn = functools.partial(wq.pow2, bits=bits, c=float(self.hp.pow2_c), refits=int(self.hp.pow2_refits))
-        return wq.StraightThroughWeight(fn, wq.num_levels(bits))
-
-    def search_space(self, trial):
-        space = super().search_space(trial)
-        space["pow2_c"] = trial.suggest_float("pow2_c", 0.5, 1.0)
-        space["pow2_refits"] = trial.suggest_int("pow2_refits", 0, 3)
-        return space
+            fn = functools.partial(quant.weight.pow2, bits=bits, c=float(self.hp.pow2_c),
+                                   refits=int(self.hp.pow2_refits))
+        return quant.weight.StraightThroughWeight(fn, quant.weight.num_levels(bits))

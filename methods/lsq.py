@@ -20,9 +20,7 @@ them at the suite's bit-width).
 
 from __future__ import annotations
 
-from qbench import register_method
-from qbench.method import HParam, Method
-from qbench.quant.learned import FEATURE_COUNTS, ROLE_STEP, LearnedStepQuantizer, LearnedStepWeight, project_learned_
+from qbench import HParam, Method, quant, register_method
 
 __all__ = ["LSQ"]
 
@@ -42,34 +40,29 @@ class LSQ(Method):
         "scale_grad": HParam(True, "multiply the step gradient by g = 1/√(N·Q_P) (paper §2.2; False: ablation)",
                              (True, False)),
         "feature_count": HParam("example", "N for activations: features of one example (paper text) or the "
-                                           "batch's numel (paper code listing)", FEATURE_COUNTS),
-        "per_channel": HParam(False, "one weight step per output channel (not in the paper)", (True, False)),
+                                           "batch's numel (paper code listing)", quant.learned.FEATURE_COUNTS),
+        "per_channel": HParam(False, "one weight step per output channel (not in the paper)", (True, False),
+                              space=[False, True]),
         "step_weight_decay": HParam(None, "weight decay of the step sizes in their own param group; None: the "
-                                          "recipe's weight decay, like every other parameter (paper)"),
+                                          "recipe's weight decay, like every other parameter (paper)",
+                                    space=[1e-6, 1e-3, "log"]),
     }
 
     def weight_quantizer(self, bits):
-        return LearnedStepWeight(bits, per_channel=self.hp.per_channel, scale_grad=self.hp.scale_grad)
-
-    def weight_levels(self, bits):
-        return 2**bits
+        return quant.learned.LearnedStepWeight(bits, per_channel=self.hp.per_channel, scale_grad=self.hp.scale_grad)
 
     def activation_quantizer(self, bits):
-        return LearnedStepQuantizer(bits, signed=False, scale_grad=self.hp.scale_grad,
-                                    feature_count=self.hp.feature_count)
+        return quant.learned.LearnedStepQuantizer(bits, signed=False, scale_grad=self.hp.scale_grad,
+                                                  feature_count=self.hp.feature_count)
 
     def input_quantizer(self, bits, signed):
-        return LearnedStepQuantizer(bits, signed=signed, scale_grad=self.hp.scale_grad,
-                                    feature_count=self.hp.feature_count)
+        return quant.learned.LearnedStepQuantizer(bits, signed=signed, scale_grad=self.hp.scale_grad,
+                                                  feature_count=self.hp.feature_count)
 
     def param_group_options(self):
         if self.hp.step_weight_decay is None:
             return {}
-        return {ROLE_STEP: {"weight_decay": float(self.hp.step_weight_decay)}}
+        return {quant.learned.ROLE_STEP: {"weight_decay": float(self.hp.step_weight_decay)}}
 
     def after_step(self, model):
-        project_learned_(model)
-
-    def search_space(self, trial):
-        return {"per_channel": trial.suggest_categorical("per_channel", [False, True]),
-                "step_weight_decay": trial.suggest_float("step_weight_decay", 1e-6, 1e-3, log=True)}
+        quant.learned.project_learned_(model)

@@ -9,7 +9,8 @@ Parameterized clipping activation for quantized neural networks*, arXiv 1805.060
   alpha_decay`` (:meth:`param_group_options`); None puts α in the main group with the recipe's weight decay.
   The default 2e-4 is our [choice] at CIFAR-scale weight decay — tune it (it is in the search space).
 * α is kept ≥ ``alpha_min`` after each step (not in the paper; it keeps L/α finite).
-* Weights: the paper quantizes weights with DoReFa's scheme (§4), reused from ``dorefa`` (eq. 9; E|w|·sign at 1 bit).
+* Weights: the paper quantizes weights with DoReFa's scheme (§4): :class:`qbench.quant.dorefa.DoReFaWeight` (DoReFa
+  eq. 9; E|w|·sign at 1 bit), shared with the ``dorefa`` method.
 Inputs of quantized layers that are not ReLU outputs are outside the paper; they use qbench's EMA min-max input
 quantizer (spec §2 placement [choice]). Paper layer policy: first and last layer floating point.
 Note: α₀ = 10 assumes the network can scale its pre-activations (affine BN); with LeNet-5's affine-free BN the
@@ -22,12 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from qbench import register_method
-from qbench.errors import BitsError, ConfigError
-from qbench.method import HParam, Method
-from qbench.quant.learned import ROLE_CLIP, project_learned_
-
-from .dorefa import DoReFaWeight
+from qbench import BitsError, ConfigError, HParam, Method, quant, register_method
 
 __all__ = ["pact_quantize", "PACTActivation", "PACT"]
 
@@ -58,7 +54,7 @@ def pact_quantize(x: Tensor, alpha: Tensor, bits: int) -> Tensor:
 class PACTActivation(nn.Module):
     """PACT activation replacing a ReLU: a learned clipping level α (``nn.Parameter``, role "clip")."""
 
-    qbench_param_roles = {"alpha": ROLE_CLIP}
+    qbench_param_roles = {"alpha": quant.learned.ROLE_CLIP}
 
     def __init__(self, bits: int, alpha_init: float = 10.0, alpha_min: float = 1e-3):
         super().__init__()
@@ -95,17 +91,15 @@ class PACT(Method):
     # BN-normalised activation is 0 and no gradient reaches the layers below, so A1 is left out.
     activation_bits = (2, 3, 4, 5, 6, 7, 8)
     hparams = {
-        "alpha_init": HParam(10.0, "initial clipping level α₀ of every activation layer (paper §3: 10)"),
+        "alpha_init": HParam(10.0, "initial clipping level α₀ of every activation layer (paper §3: 10)",
+                             space=[1.0, 10.0, "log"]),
         "alpha_decay": HParam(2e-4, "L2 decay λ_α on α in its own param group (paper §3; value our [choice]); "
-                                    "None: the recipe's weight decay"),
+                                    "None: the recipe's weight decay", space=[1e-6, 1e-2, "log"]),
         "alpha_min": HParam(1e-3, "α is clamped ≥ alpha_min after each step (not in the paper; keeps α > 0)"),
     }
 
     def weight_quantizer(self, bits):
-        return DoReFaWeight(bits)  # PACT §4: DoReFa weight quantization
-
-    def weight_levels(self, bits):
-        return 2**bits
+        return quant.dorefa.DoReFaWeight(bits)  # PACT §4: DoReFa weight quantization
 
     def activation_quantizer(self, bits):
         return PACTActivation(bits, self.hp.alpha_init, self.hp.alpha_min)
@@ -113,11 +107,7 @@ class PACT(Method):
     def param_group_options(self):
         if self.hp.alpha_decay is None:
             return {}
-        return {ROLE_CLIP: {"weight_decay": float(self.hp.alpha_decay)}}
+        return {quant.learned.ROLE_CLIP: {"weight_decay": float(self.hp.alpha_decay)}}
 
     def after_step(self, model):
-        project_learned_(model)
-
-    def search_space(self, trial):
-        return {"alpha_init": trial.suggest_float("alpha_init", 1.0, 10.0, log=True),
-                "alpha_decay": trial.suggest_float("alpha_decay", 1e-6, 1e-2, log=True)}
+        quant.learned.project_learned_(model)

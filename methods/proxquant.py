@@ -26,10 +26,7 @@ import warnings
 
 import torch
 
-from qbench import register_method
-from qbench.errors import ConfigError
-from qbench.method import HParam, Method, latent_weights
-from qbench.quant import weight as wq
+from qbench import ConfigError, HParam, Method, quant, register_method
 
 __all__ = ["ProxQuant", "ProxQuantWeight", "prox_binary"]
 
@@ -37,12 +34,12 @@ __all__ = ["ProxQuant", "ProxQuantWeight", "prox_binary"]
 def prox_binary(w, tau):
     """prox_{τ·R_bin}(w) = argmin_z ½(z − w)² + τ·min|z ∓ 1|: soft-threshold w toward its nearest ±1 by τ
     (ProxQuant §3.1; sign(0) = +1). τ ≥ |w − sign(w)| lands exactly on ±1."""
-    q = wq.sign_nonzero(w)
+    q = quant.weight.sign_nonzero(w)
     d = w - q
     return q + torch.sign(d) * torch.clamp(d.abs() - tau, min=0.0)
 
 
-class ProxQuantWeight(wq.WeightParametrization):
+class ProxQuantWeight(quant.weight.WeightParametrization):
     """Float w while training (gradient at the float weights), sign(w) at evaluation; sign(w) frozen (no gradient
     reaches w) once ``frozen`` is set for the final hard-quantized phase."""
 
@@ -56,11 +53,11 @@ class ProxQuantWeight(wq.WeightParametrization):
     def forward(self, latent):
         if self.training and not self.frozen:
             return latent
-        return wq.sign_nonzero(latent)  # no autograd path to latent: frozen weights get no gradient
+        return quant.weight.sign_nonzero(latent)  # no autograd path to latent: frozen weights get no gradient
 
     def hard(self, latent):
         with torch.no_grad():
-            return wq.sign_nonzero(latent)
+            return quant.weight.sign_nonzero(latent)
 
     def extra_repr(self):
         return f"sign(w) at eval, frozen={self.frozen}"
@@ -76,10 +73,11 @@ class ProxQuant(Method):
     weight_bits = (1,)
     activation_bits = (32,)
     hparams = {
-        "reg_rate": HParam(1e-4, "λ_t = reg_rate·t (code: 1e-4 per epoch)"),
+        "reg_rate": HParam(1e-4, "λ_t = reg_rate·t (code: 1e-4 per epoch)", space=[1e-5, 1e-2, "log"]),
         "reg_schedule": HParam("epoch", "t counts epochs (authors' code) or optimizer steps (Algorithm 1)",
                                ("epoch", "step")),
-        "freeze_fraction": HParam(2 / 3, "hard sign(w), frozen, from epoch ⌊freeze_fraction·N⌋ (code: 200 of 300)"),
+        "freeze_fraction": HParam(2 / 3, "hard sign(w), frozen, from epoch ⌊freeze_fraction·N⌋ (code: 200 of 300)",
+                                  space=[0.5, 0.95, "linear"]),
         "clip_weights": HParam(True, "clip w to [−1, 1] after each prox step (code)", (True, False)),
     }
 
@@ -102,7 +100,7 @@ class ProxQuant(Method):
     def on_epoch_start(self, model, epoch, epochs):
         self.epoch = epoch
         self.frozen = epoch >= self.freeze_start(epochs)
-        for _, param in latent_weights(model):
+        for _, param in quant.latent.latent_weights(model):
             param.frozen = self.frozen
 
     def reg_at(self, steps: int) -> float:
@@ -121,14 +119,10 @@ class ProxQuant(Method):
                 self._warned = True
             lr = 1.0
         with torch.no_grad():
-            for latent, param in latent_weights(model):
+            for latent, param in quant.latent.latent_weights(model):
                 param.steps += 1
                 tau = lr * self.reg_at(int(param.steps))  # prox_{η_t·λ_t·R_bin} (Algorithm 1)
                 if tau > 0:
                     latent.copy_(prox_binary(latent, tau))
                 if self.hp.clip_weights:
                     latent.clamp_(-1.0, 1.0)
-
-    def search_space(self, trial):
-        return {"reg_rate": trial.suggest_float("reg_rate", 1e-5, 1e-2, log=True),
-                "freeze_fraction": trial.suggest_float("freeze_fraction", 0.5, 0.95)}

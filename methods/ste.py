@@ -9,9 +9,7 @@ The paper's Table 1 setting keeps the weights float: run it as W32A2 / W32A4. Pa
 
 import functools
 
-from qbench import register_method
-from qbench.method import HParam, QuantReLUMethod, clip_latent_weights_
-from qbench.quant import weight as wq
+from qbench import HParam, QuantReLUMethod, quant, register_method
 
 _WEIGHT_RULES = ("auto", "binary", "ternary_twn", "ternary_exact", "uniform")
 
@@ -38,10 +36,11 @@ class PlainSTE(QuantReLUMethod):
         rule = self.hp.weights
         if rule == "auto":
             rule = "binary" if bits == 1 else "uniform"
-        fn = functools.partial(wq.uniform, bits=bits) if rule == "uniform" else getattr(wq, rule)
+        # "ternary_twn" is quant.weight.ternary_twn's default support |w| ≥ Δ
+        fn = functools.partial(quant.weight.uniform, bits=bits) if rule == "uniform" else getattr(quant.weight, rule)
         cancel = 1.0 if (bits == 1 and self.hp.cancel_1bit) else None
-        return wq.StraightThroughWeight(fn, wq.num_levels(bits), cancel_outside=cancel)
+        return quant.weight.StraightThroughWeight(fn, quant.weight.num_levels(bits), cancel_outside=cancel)
 
     def after_step(self, model):
         if self.hp.clip_weights and model.qbench_info.bits.weight == 1:
-            clip_latent_weights_(model)
+            quant.latent.clip_latent_weights_(model)

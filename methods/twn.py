@@ -7,32 +7,18 @@ as in the paper and the authors' Caffe code (``Blob::set_delta`` / ``ternarize_d
 Training (Algorithm 1): forward and backward at the ternary weights, the gradient updates the float weights
 (straight through, no clipping). Activations stay float (ReLU in the paper): weight-only, ``activation_bits = (32,)``,
 W2 only (``weight_bits = (2,)``).
-The threshold test is strict, |W_i| > Δ, as in the paper; :func:`qbench.quant.weight.ternary_twn` (shared with BCGD)
-uses ≥ — the two differ only when some |W_i| equals Δ exactly.
+The threshold test is strict, |W_i| > Δ, as in the paper: :func:`qbench.quant.weight.ternary_twn` with
+``strict=True`` (BCGD and BinaryRelax use its default ≥ of their authors' code; the two differ only when some |W_i|
+equals Δ exactly).
 Paper layer policy: the paper does not single out the first/last layers (LeNet-5, VGG-7, ResNet-18B experiments)
 [choice: the suite's policy decides].
 """
 
 import functools
 
-import torch
+from qbench import ConfigError, HParam, Method, quant, register_method
 
-from qbench import register_method
-from qbench.errors import ConfigError
-from qbench.method import HParam, Method
-from qbench.quant import weight as wq
-
-__all__ = ["TWN", "twn_ternary"]
-
-
-def twn_ternary(w, threshold=0.7):
-    """TWN's ternary weights α·W^t (arXiv 1605.04711 eq. 5-10): Δ = threshold·mean|w|, I = {|w| > Δ} (strict),
-    α = Σ_{I}|w| / |I|, W^t = sign(w)·1_I. All-zero support (w ≡ 0) gives 0."""
-    a = w.abs()
-    delta = threshold * a.mean()  # eq. 10: Δ* ≈ 0.7·E|W|
-    mask = (a > delta).to(w.dtype)  # eq. 5: W^t_i = ±1 for |W_i| > Δ, 0 otherwise
-    alpha = (a * mask).sum() / mask.sum().clamp_min(1)  # eq. 6: α*_Δ = mean of |W_i| over I_Δ
-    return alpha * mask * torch.sign(w)
+__all__ = ["TWN"]
 
 
 @register_method("twn")
@@ -45,7 +31,8 @@ class TWN(Method):
     weight_bits = (2,)
     activation_bits = (32,)
     hparams = {
-        "threshold": HParam(0.7, "Δ = threshold·mean|w| (eq. 10: 0.7 for Gaussian-like weights)"),
+        "threshold": HParam(0.7, "Δ = threshold·mean|w| (eq. 10: 0.7 for Gaussian-like weights)",
+                            space=[0.5, 1.0, "linear"]),
     }
 
     def __init__(self, **overrides):
@@ -55,11 +42,7 @@ class TWN(Method):
 
     def weight_quantizer(self, bits):
         self.check_weight_bits(bits)
-        fn = functools.partial(twn_ternary, threshold=float(self.hp.threshold))
-        return wq.StraightThroughWeight(fn, 3)  # Algorithm 1: the gradient at α·W^t updates W (straight through)
-
-    def weight_levels(self, bits):
-        return 3
-
-    def search_space(self, trial):
-        return {"threshold": trial.suggest_float("threshold", 0.5, 1.0)}
+        # eq. 5-10: Δ = threshold·mean|w|, W^t_i = ±1 for |W_i| > Δ (strict), α = mean of |W_i| over that support
+        fn = functools.partial(quant.weight.ternary_twn, threshold=float(self.hp.threshold), strict=True)
+        # Algorithm 1: the gradient at α·W^t updates W (straight through)
+        return quant.weight.StraightThroughWeight(fn, 3)

@@ -19,12 +19,7 @@ Paper layer policy: first and last layers real-valued (weights and inputs), as i
 
 from torch import nn
 
-from qbench import register_method
-from qbench.method import HParam, Method
-from qbench.quant.activation import InputQuantizer
-from qbench.quant.sign import ScaledSignWeight, SignActivation
-
-_WEIGHT_GRADS = ("xnor", "autograd")
+from qbench import HParam, Method, quant, register_method
 
 __all__ = ["XNORNet"]
 
@@ -41,26 +36,23 @@ class XNORNet(Method):
     activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
     hparams = {
         "weight_grad": HParam("xnor", "weight backward: 'xnor' = g·(1/n + α_c·1{|w| ≤ 1}) (§3.1), 'autograd' = exact "
-                                      "chain rule through α_c (not in the paper)", _WEIGHT_GRADS),
+                                      "chain rule through α_c (not in the paper)", quant.sign.XNOR_WEIGHT_GRADS,
+                              space="choices"),
         "input_scale": HParam("sample", "binary inputs × β = mean|x| per sample (§3.2 K/β, [choice] per sample) or "
-                                        "'none' (plain sign)", ("sample", "none")),
+                                        "'none' (plain sign)", ("sample", "none"), space="choices"),
         "ste_clip": HParam(1.0, "sign STE passes the gradient where |x| ≤ ste_clip (1 in the paper)"),
     }
 
     def weight_quantizer(self, bits):
         self.check_weight_bits(bits)
-        return ScaledSignWeight(grad=self.hp.weight_grad)
+        return quant.sign.ScaledSignWeight(grad=self.hp.weight_grad)
 
     def _sign(self):
-        return SignActivation("hardtanh", scale=self.hp.input_scale, clip=float(self.hp.ste_clip))
+        return quant.sign.SignActivation("hardtanh", scale=self.hp.input_scale, clip=float(self.hp.ste_clip))
 
     def activation_quantizer(self, bits):
         return self._sign()
 
     def input_quantizer(self, bits, signed):
         # sign of a non-negative input is constant: such inputs get the unsigned 1-bit grid {0, s} instead
-        return self._sign() if signed else InputQuantizer(bits, signed=False)
-
-    def search_space(self, trial):
-        return {"weight_grad": trial.suggest_categorical("weight_grad", list(_WEIGHT_GRADS)),
-                "input_scale": trial.suggest_categorical("input_scale", ["sample", "none"])}
+        return self._sign() if signed else quant.activation.InputQuantizer(bits, signed=False)

@@ -7,10 +7,10 @@ method is usually a dozen lines in one file (see ``methods/`` and the README's p
 
 from __future__ import annotations
 
+import copy
 import functools
 from typing import Any, ClassVar, Iterable
 
-import torch
 from torch import nn
 
 from .bits import FLOAT_BITS, Bits
@@ -18,16 +18,30 @@ from .errors import BitsError, ConfigError
 from .quant import weight as wq
 from .quant.activation import ALPHA_GRADS, ESTIMATORS, InputQuantizer, QuantReLU
 from .quant.learned import split_param_groups
+from .config.space import SearchDim, parse_search_dim
 
-__all__ = ["Method", "HParam", "QuantReLUMethod", "latent_weights", "clip_latent_weights_"]
+__all__ = ["Method", "HParam", "QuantReLUMethod"]
 
 
 class HParam:
-    """A documented hyperparameter: default, help text and (optionally) the allowed choices."""
+    """A documented hyperparameter: default, help text, (optionally) the allowed choices and the range it is tuned
+    over.
 
-    def __init__(self, default: Any, help: str, choices: Iterable[Any] | None = None):
+    ``space`` is written as a suite's ``tune.recipe_space`` entry (:mod:`qbench.config.space`): ``[low, high, log|linear]``
+    (integer ends: an integer range), a list of choices, ``{choices: [...]}``, or ``"choices"`` for the hyperparameter's
+    own ``choices``. None: not tuned. :meth:`Method.search_space` suggests every hyperparameter that has one."""
+
+    def __init__(self, default: Any, help: str, choices: Iterable[Any] | None = None, *, space: Any = None):
         self.default, self.help = default, help
         self.choices = tuple(choices) if choices is not None else None
+        self.space: SearchDim | None = None if space is None else parse_search_dim(
+            "", space, f"HParam({default!r}, space={space!r})", self.choices)
+
+    def with_default(self, default: Any) -> "HParam":
+        """The same hyperparameter (help, choices, space) with another default."""
+        other = copy.copy(self)
+        other.default = default
+        return other
 
     def __repr__(self) -> str:
         return f"HParam({self.default!r})"
@@ -43,7 +57,8 @@ class Method:
     * :meth:`weight_quantizer`, :meth:`activation_quantizer`, :meth:`input_quantizer` — per bit-width.
     * :meth:`before_step` / :meth:`after_step` — update-level rules around ``optimizer.step()`` (BCGD's blend,
       AQE's clipping); :meth:`on_epoch_start` for schedules that depend on the epoch.
-    * :meth:`search_space` — the Optuna search space of the method's own hyperparameters.
+    * ``HParam(..., space=[low, high, log])`` — the range :meth:`search_space` tunes a hyperparameter over;
+      :meth:`searched_hparams` makes one conditional on another.
     """
 
     name: ClassVar[str] = ""
@@ -124,9 +139,6 @@ class Method:
         """Quantizer for the input of a quantized layer that does not come from a quantized activation."""
         return InputQuantizer(bits, signed=signed)
 
-    def weight_levels(self, bits: int) -> int:
-        return wq.num_levels(bits)
-
     # ---------------------------------------------------------------------------------------------- training hooks
     def param_groups(self, model: nn.Module) -> list[dict]:
         """Optimizer parameter groups; default one group with every trainable parameter (latent weights and any
@@ -150,9 +162,16 @@ class Method:
         """Called after ``optimizer.step()`` (projections, clipping, prox steps)."""
 
     # ------------------------------------------------------------------------------------------------------ tuning
+    def searched_hparams(self) -> list[str]:
+        """Names of the hyperparameters :meth:`search_space` tunes: those that declare a ``space``, in declaration
+        order. Override to make one depend on another's configured value (``self.hp``)."""
+        return [name for name, h in self.hparams.items() if h.space is not None]
+
     def search_space(self, trial) -> dict[str, Any]:
-        """Optuna search space of the method's own hyperparameters (``trial.suggest_*``); empty: nothing to tune."""
-        return {}
+        """Optuna search space of the method's own hyperparameters: each of :meth:`searched_hparams` suggested from
+        its ``space`` under its own name (``trial.suggest_*``); empty: nothing to tune. A method whose space has
+        another shape overrides this."""
+        return {name: self.hparams[name].space.suggest(trial, name) for name in self.searched_hparams()}
 
     # -------------------------------------------------------------------------------------------------------- docs
     @classmethod
@@ -179,25 +198,6 @@ class _Namespace:
         return f"hp({self.__dict__})"
 
 
-
-def latent_weights(model: nn.Module) -> list[tuple[nn.Parameter, wq.WeightParametrization]]:
-    """(latent float weight, its parametrization) for every quantized layer of a model made by quantize_model.
-    Update rules act on the latent ``parametrizations.weight.original`` (design.md)."""
-    info = getattr(model, "qbench_info", None)
-    if info is None:
-        return []
-    return [(m.parametrizations.weight.original, m.parametrizations.weight[0]) for m in info.layers]
-
-
-def clip_latent_weights_(model: nn.Module, bound: float = 1.0) -> None:
-    """Clip every latent (float) weight to [−bound, bound] in place after the optimizer step: BinaryConnect's
-    Algorithm 1 (arXiv 1511.00363), kept by BNN, AQE and STE's 1-bit weights. Without it latent weights drift far
-    beyond ±1 where sign() never changes again."""
-    with torch.no_grad():
-        for latent, _ in latent_weights(model):
-            latent.clamp_(-bound, bound)
-
-
 class QuantReLUMethod(Method):
     """Base of the methods whose activations are the b-bit quantized ReLU of spec §2 (STE, BCGD, PCG, LBW).
 
@@ -205,10 +205,11 @@ class QuantReLUMethod(Method):
     :meth:`relu_hparams`."""
 
     hparams = {
-        "estimator": HParam("clipped_relu", "activation backward μ': identity | relu | clipped_relu (spec §2)", ESTIMATORS),
+        "estimator": HParam("clipped_relu", "activation backward μ': identity | relu | clipped_relu (spec §2)",
+                            ESTIMATORS, space="choices"),
         "learn_alpha": HParam(False, "learn the activation resolution α by BCGD's rule (spec §2)", (True, False)),
         "alpha": HParam(None, "initial/fixed α; None: the half-normal Lloyd fit per bit-width (spec §2 table)"),
-        "alpha_grad": HParam("mean", "∂σ/∂α variant when α is learned (BCGD code)", ALPHA_GRADS),
+        "alpha_grad": HParam("mean", "∂σ/∂α variant when α is learned (BCGD code)", ALPHA_GRADS, space="choices"),
     }
 
     @staticmethod
@@ -216,16 +217,13 @@ class QuantReLUMethod(Method):
         """The quantized-ReLU hyperparameters with some defaults changed (e.g. ``learn_alpha=True`` for BCGD)."""
         out = dict(QuantReLUMethod.hparams)
         for key, value in defaults.items():
-            h = out[key]
-            out[key] = HParam(value, h.help, h.choices)
+            out[key] = out[key].with_default(value)
         return out
 
     def activation_quantizer(self, bits: int) -> nn.Module:
         return QuantReLU(bits, estimator=self.hp.estimator, alpha=self.hp.alpha, learn_alpha=self.hp.learn_alpha,
                          alpha_grad=self.hp.alpha_grad)
 
-    def search_space(self, trial) -> dict[str, Any]:
-        space = {"estimator": trial.suggest_categorical("estimator", list(ESTIMATORS))}
-        if self.hp.learn_alpha:
-            space["alpha_grad"] = trial.suggest_categorical("alpha_grad", list(ALPHA_GRADS))
-        return space
+    def searched_hparams(self) -> list[str]:
+        # ∂σ/∂α only acts when α is learned: tuning it with a fixed α would waste trials on a no-op
+        return [name for name in super().searched_hparams() if name != "alpha_grad" or self.hp.learn_alpha]

@@ -1,8 +1,9 @@
 """The method registry, modelled on timm's model registry.
 
 ``register_method`` adds a :class:`~qbench.method.Method` subclass under a name, ``list_methods`` lists names matching
-an fnmatch pattern, ``create_method`` builds an instance with validated hyperparameters. Methods come from three
-places, loaded lazily on first use so ``import qbench`` stays cheap:
+an fnmatch pattern, ``create_method`` builds an instance with validated hyperparameters, and ``quantize_model`` is the
+model surgery for a method given by name or instance (:mod:`qbench.quant` never imports the registry). Methods come
+from three places, loaded lazily on first use so ``import qbench`` stays cheap:
 
 1. the built-in plugins, one module per method in the package ``qbench.methods`` (the repository's ``methods/``);
 2. installed packages declaring the entry-point group ``qbench.methods`` (``name = "pkg.module"`` or ``"pkg.module:Cls"``);
@@ -25,13 +26,15 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import yaml
+from torch import nn
 
-from .bits import parse_bits
+from .bits import Bits, parse_bits
 from .errors import ConfigError, PluginError, QbenchError, UnknownMethodError
 from .method import Method
+from .quant import apply
 
 __all__ = ["register_method", "list_methods", "create_method", "get_method_class", "load_plugin", "is_method",
-           "parse_method_spec", "method_label", "supported_bits"]
+           "quantize_model", "parse_method_spec", "method_label", "supported_bits"]
 
 ENTRY_POINT_GROUP = "qbench.methods"
 
@@ -192,3 +195,15 @@ def supported_bits(spec: str, bits_list: Iterable[Any],
         elif on_unsupported is not None:
             on_unsupported(f"{spec} {parsed}: left out, {reason}")
     return kept
+
+
+def quantize_model(model: nn.Module, method: str | Method, bits: str | Bits = "W1A4", policy: str = "fp", *,
+                   input_size: tuple[int, ...] | None = None, **hparams) -> nn.Module:
+    """Quantize ``model`` in place for ``method`` at ``bits`` and return it: ``method`` is a registered method's name,
+    with its hyperparameters as keyword arguments, or a Method instance. The surgery and the other arguments are
+    :func:`qbench.quant.apply.quantize_model`'s."""
+    if isinstance(method, str):
+        method = create_method(method, **hparams)
+    elif hparams:
+        raise ConfigError("pass hyperparameters either to create_method or to quantize_model, not both")
+    return apply.quantize_model(model, method, bits, policy, input_size=input_size)

@@ -12,9 +12,7 @@ from qbench.errors import PluginError, UnknownMethodError
 
 PLUGIN = '''
 import torch
-from qbench import Method, register_method
-from qbench.method import HParam
-from qbench.quant import weight, activation
+from qbench import HParam, Method, quant, register_method
 
 
 @register_method("{name}")
@@ -23,21 +21,18 @@ class Mine(Method):
     hparams = {{"shrink": HParam(0.5, "multiply latent weights after each step")}}
 
     def weight_quantizer(self, bits):
-        return weight.StraightThroughWeight(weight.ternary_exact, 3)
+        return quant.weight.StraightThroughWeight(quant.weight.ternary_exact, 3)
 
     def activation_quantizer(self, bits):
-        return activation.QuantReLU(bits, estimator="clipped_relu")
+        return quant.activation.QuantReLU(bits, estimator="clipped_relu")
 
     def after_step(self, model):
         with torch.no_grad():
-            for latent, _ in qbench_latent(model):
+            for latent, _ in quant.latent.latent_weights(model):
                 latent.mul_(self.hp.shrink)
 
     def search_space(self, trial):
         return {{"shrink": trial.suggest_float("shrink", 0.1, 1.0)}}
-
-
-from qbench.method import latent_weights as qbench_latent
 '''
 
 

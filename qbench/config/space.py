@@ -1,5 +1,17 @@
-"""Search spaces in the suites' format: ``tune.recipe_space`` (and a method's ``HParam(space=...)``) parsed into
-:class:`SearchDim` s that suggest values through an Optuna trial's public ``suggest_*`` API."""
+"""Search ranges: the one way to write the range a tunable value is searched over, for a suite's
+``tune.recipe_space`` and a method's ``HParam(..., space=...)`` alike::
+
+    [0.005, 0.2, log]              # float range, log scale
+    [0.8, 0.99, linear]            # float range, linear scale
+    [0, 3, linear]                 # both ends integers: an integer range
+    [sgd, adamw]                   # any other list: categorical choices, in that order
+    {choices: [0.0, 1e-4]}         # explicit choices (needed for two numbers)
+    {low: 0.05, high: 0.5, log: true}
+
+and, for a hyperparameter that lists its allowed ``choices``, the word ``"choices"``: search over exactly those.
+:func:`parse_search_dim` turns one such value into a :class:`SearchDim`, which asks an Optuna trial (its public
+``suggest_*`` API) for a value. Mistakes raise a one-line :class:`~qbench.errors.ConfigError`.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +26,17 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from ..errors import ConfigError
 from .schema import TrainConfig
 
-__all__ = ["SearchDim", "parse_search_dim", "recipe_keys", "recipe_dims"]
+__all__ = ["CHOICES", "SearchDim", "parse_search_dim", "is_number", "recipe_keys", "recipe_dims"]
+
+#: ``space=CHOICES`` searches over the hyperparameter's own ``choices``
+CHOICES = "choices"
 
 
 @dataclass(frozen=True)
 class SearchDim:
-    """One tunable dimension: a float or int range (optionally log-scaled) or categorical choices."""
+    """One searched dimension: a float or integer range (linear or log) or categorical choices, suggested under
+    ``key`` (a recipe key such as ``train.lr``; a hyperparameter's dimension is keyless and suggested under the
+    hyperparameter's name)."""
 
     key: str
     kind: str  # "float" | "int" | "categorical"
@@ -28,29 +45,37 @@ class SearchDim:
     log: bool = False
     choices: tuple = ()
 
-    def suggest(self, trial) -> Any:
-        """The value an Optuna trial suggests for this dimension (``trial.suggest_*``)."""
+    def suggest(self, trial, name: str | None = None) -> Any:
+        """The value ``trial`` (an Optuna trial, or anything with its ``suggest_*`` methods) picks for ``name``
+        (default: :attr:`key`)."""
+        name = name or self.key
         if self.kind == "categorical":
-            return trial.suggest_categorical(self.key, list(self.choices))
+            return trial.suggest_categorical(name, list(self.choices))
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log)
-        return trial.suggest_float(self.key, float(self.low), float(self.high), log=self.log)
+            return trial.suggest_int(name, int(self.low), int(self.high), log=self.log)
+        return trial.suggest_float(name, float(self.low), float(self.high), log=self.log)
 
-    def describe(self) -> str:
+    def describe(self, name: str | None = None) -> str:
+        name = name or self.key
         if self.kind == "categorical":
-            return f"{self.key} ∈ {list(self.choices)}"
-        return f"{self.key} ∈ [{self.low}, {self.high}]{' log' if self.log else ''}"
+            return f"{name} ∈ {list(self.choices)}"
+        return f"{name} ∈ [{self.low}, {self.high}]{' log' if self.log else ''}"
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """An int or float that is not a bool (YAML and Python both read ``true`` as a bool, not as 1)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
-def parse_search_dim(key: str, value: Any, where: str | None = None) -> SearchDim:
-    """A range in the suites' format: ``[low, high, log|linear]`` (both ends integers → an integer range),
-    ``{low: .., high: .., log: ..}``, a list of choices, or ``{choices: [...]}`` (needed for two numbers)."""
+def parse_search_dim(key: str, value: Any, where: str | None = None, choices: Any = None) -> SearchDim:
+    """Parse one range written in the format of the module docstring; ``where`` names it in error messages and
+    ``choices`` are what ``value == "choices"`` stands for (a hyperparameter's allowed values)."""
     where = where or key
     fmt = "write [low, high, log|linear], a list of choices, or {choices: [...]}"
+    if isinstance(value, str) and value == CHOICES:
+        if not choices:
+            raise ConfigError(f"{where}: space='choices' needs the hyperparameter's choices=[...]; or {fmt}")
+        return _categorical(key, choices, where)
     if isinstance(value, Mapping):
         if set(value) == {"choices"}:
             return _categorical(key, value["choices"], where)
@@ -58,10 +83,10 @@ def parse_search_dim(key: str, value: Any, where: str | None = None) -> SearchDi
             return _range(key, value["low"], value["high"], bool(value.get("log", False)), where)
         raise ConfigError(f"{where}: bad mapping {dict(value)}; {fmt}")
     if isinstance(value, (list, tuple)):
-        if len(value) == 3 and str(value[2]).lower() in ("log", "linear") and _is_number(value[0]) \
-                and _is_number(value[1]):
+        if len(value) == 3 and str(value[2]).lower() in ("log", "linear") and is_number(value[0]) \
+                and is_number(value[1]):
             return _range(key, value[0], value[1], str(value[2]).lower() == "log", where)
-        if len(value) == 2 and all(_is_number(v) for v in value):
+        if len(value) == 2 and all(is_number(v) for v in value):
             raise ConfigError(f"{where}: [{value[0]}, {value[1]}] is ambiguous; write [{value[0]}, {value[1]}, log] "
                               f"or [{value[0]}, {value[1]}, linear] for a range, or {{choices: [{value[0]}, "
                               f"{value[1]}]}} for two choices")
@@ -70,7 +95,7 @@ def parse_search_dim(key: str, value: Any, where: str | None = None) -> SearchDi
 
 
 def _range(key: str, low: Any, high: Any, log: bool, where: str) -> SearchDim:
-    if not (_is_number(low) and _is_number(high)):
+    if not (is_number(low) and is_number(high)):
         raise ConfigError(f"{where}: low and high must be numbers, got {low!r} and {high!r}")
     if not low < high:
         raise ConfigError(f"{where}: low ({low}) must be below high ({high})")

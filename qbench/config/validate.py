@@ -13,7 +13,7 @@ from ..bits import parse_bits
 from ..errors import ConfigError
 from .schema import (AMP_ALIASES, DATASETS, KINDS, OPTIMIZERS, POLICIES, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
                      BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
-from .space import recipe_dims
+from .space import is_number, recipe_dims
 
 __all__ = ["validate", "parse_shard", "normalise_amp", "check_path_segment"]
 
@@ -33,10 +33,6 @@ def check_path_segment(value: str, what: str) -> str:
     return text
 
 
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
-
-
 def _choice(key: str, value: str, allowed: tuple[str, ...], what: str = "") -> None:
     if value not in allowed:
         close = difflib.get_close_matches(str(value), allowed, n=1)
@@ -47,7 +43,7 @@ def _choice(key: str, value: str, allowed: tuple[str, ...], what: str = "") -> N
 def _at_least(key: str, value: Any, low: float, *, allow_none: bool = False) -> None:
     if value is None and allow_none:
         return
-    if not _is_number(value) or not math.isfinite(value) or value < low:
+    if not is_number(value) or not math.isfinite(value) or value < low:
         raise ConfigError(f"{key}={value!r} must be a finite number ≥ {low:g}")
 
 
@@ -60,7 +56,7 @@ def _finite_numbers(key: str, value: Any) -> None:
     elif isinstance(value, (list, tuple)):
         for i, v in enumerate(value):
             _finite_numbers(f"{key}[{i}]", v)
-    elif (_is_number(value) and not math.isfinite(value)) or \
+    elif (is_number(value) and not math.isfinite(value)) or \
             (isinstance(value, str) and value.strip().lower().lstrip("+-.") in ("nan", "inf", "infinity")):
         raise ConfigError(f"{key}={value} must be a finite number")
 
@@ -108,7 +104,7 @@ def validate(cfg: SuiteConfig) -> None:
         cfg.bench.amp_dtype = None if amp == "false" else amp
     if isinstance(t.epochs, bool) or t.epochs < 1:
         raise ConfigError(f"train.epochs={t.epochs} must be at least 1")
-    if not (_is_number(t.lr) and math.isfinite(t.lr) and t.lr > 0):
+    if not (is_number(t.lr) and math.isfinite(t.lr) and t.lr > 0):
         raise ConfigError(f"train.lr={t.lr} must be a finite number > 0")
     for key in ("momentum", "weight_decay", "warmup_epochs", "min_lr_factor", "label_smoothing", "gamma"):
         _at_least(f"train.{key}", getattr(t, key), 0.0)

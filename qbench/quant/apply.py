@@ -178,23 +178,22 @@ def _example_input(model: nn.Module, input_size) -> Tensor:
     return torch.randn((2, *tuple(input_size)[-3:]), generator=g).to(device=device, dtype=dtype)
 
 
-def quantize_model(model: nn.Module, method, bits: str | Bits = "W1A4", policy: str = "fp", *,
-                   input_size: tuple[int, ...] | None = None, **method_hparams) -> nn.Module:
-    """Quantize ``model`` in place for ``method`` (a name or a Method instance) at ``bits`` and return it.
+def quantize_model(model: nn.Module, method, bits: str | Bits, policy: str, *,
+                   input_size: tuple[int, ...] | None = None) -> nn.Module:
+    """Quantize ``model`` in place for ``method`` (a :class:`~qbench.method.Method` instance) at ``bits`` and return
+    it. :func:`qbench.quantize_model` (the registry's) also takes a registered method's name and its hyperparameters,
+    and has the defaults.
 
     Args:
         model: any ``nn.Module``; timm models tell their first/last layers through ``pretrained_cfg``.
-        method: registered method name or instance; extra keyword arguments are its hyperparameters.
+        method: the method instance whose quantizers are placed (it is stored as ``model.qbench_info.method``).
         bits: ``"W1A4"`` etc.; 32 on a side keeps it float (``"W32A2"`` is the STE paper's setting).
         policy: ``"fp"`` keeps the first and last layers float, ``"quantized"`` quantizes them too.
         input_size: (C, H, W) for the placement probe; default ``pretrained_cfg["input_size"]``.
     """
-    from ..registry import create_method
-
-    if isinstance(method, str):
-        method = create_method(method, **method_hparams)
-    elif method_hparams:
-        raise ConfigError("pass hyperparameters either to create_method or to quantize_model, not both")
+    if isinstance(method, str):  # the registry sits above the surgery: names are resolved by qbench.quantize_model
+        raise TypeError(f"quant.apply.quantize_model takes a Method instance, got the name {method!r}; "
+                        f"use qbench.quantize_model(model, {method!r}, ...) to create it from the registry")
     bits = parse_bits(bits)
     if policy not in POLICIES:
         raise ConfigError(f"unknown layer policy '{policy}'; choose one of {', '.join(POLICIES)}")

@@ -41,6 +41,7 @@ __all__ = [
     "SIGN_ESTIMATORS",
     "INPUT_SCALES",
     "SCALED_SIGN_GRADS",
+    "XNOR_WEIGHT_GRADS",
     "hardtanh_ste_grad",
     "approx_sign_grad",
     "ede_grad",
@@ -56,6 +57,8 @@ __all__ = [
 SIGN_ESTIMATORS = ("hardtanh", "approx_sign", "ede")
 INPUT_SCALES = ("none", "sample")
 SCALED_SIGN_GRADS = ("xnor", "magnitude_aware", "autograd")
+#: the weight backward rules of XNOR-Net and its weight-only form BWN: the paper's (§3.1) and the exact chain rule
+XNOR_WEIGHT_GRADS = ("xnor", "autograd")
 
 
 # ----------------------------------------------------------------------------------------------------------------------

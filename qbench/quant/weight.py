@@ -16,7 +16,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import BitsError
+from ..errors import BitsError, ConfigError
 
 __all__ = [
     "sign_nonzero",
@@ -29,6 +29,9 @@ __all__ = [
     "nearest_pow2_level",
     "uniform",
     "bcgd_4bit",
+    "BCGD_WEIGHT_BITS",
+    "TERNARY_SCALES",
+    "bcgd_weight",
     "num_levels",
     "level_codes",
     "WeightParametrization",
@@ -51,15 +54,23 @@ def binary(w: Tensor) -> Tensor:
     return w.abs().mean() * sign_nonzero(w)
 
 
-def ternary_twn(w: Tensor, threshold: float = 0.7, bcgd_code_scale: bool = False) -> Tensor:
-    """Ternary weights by the TWN rule (spec §1; Li & Liu 2016, eq. 8-9).
+def ternary_twn(w: Tensor, threshold: float = 0.7, strict: bool = False, bcgd_code_scale: bool = False) -> Tensor:
+    """Ternary weights by the TWN rule (Li, Zhang, Liu, arXiv 1605.04711, eq. 5-10; spec §1).
 
-    ``Δ = threshold·mean|w|``, ``I = 1{|w| ≥ Δ}``, ``Q = s·I·sign(w)`` with ``s = Σ|w|·I / |I|`` (TWN).
-    ``bcgd_code_scale=True`` reproduces the BCGD authors' code, which divides by n (all entries) instead of |I|,
-    giving a smaller scale whenever some weights are zeroed.
+    ``Δ = threshold·mean|w|`` (eq. 10: Δ* ≈ 0.7·E|W| for Gaussian-like weights), support ``I``, ``Q = s·1_I·sign(w)``
+    with ``s = Σ_I |w| / |I|`` (eq. 6: the L2-optimal scale for that support; an empty support gives 0).
+
+    * ``strict=True``: ``I = {|w| > Δ}``, the paper's eq. 5 and its Caffe code (``ternarize_data``:
+      ``(w > Δ) − (w < −Δ)``); the ``twn`` method.
+    * ``strict=False`` (default): ``I = {|w| ≥ Δ}``, the BCGD and BinaryRelax authors' code (``quantize_tnn``:
+      ``data.ge(delta)``); ``bcgd``, ``pcg``, ``binaryrelax`` and ``ste weights=ternary_twn``.
+
+    The two differ only where some |w_i| equals Δ exactly. ``bcgd_code_scale=True`` reproduces the scale of that code,
+    which divides by n (all entries) instead of |I|, giving a smaller scale whenever some weights are zeroed.
     """
     a = w.abs()
-    mask = (a >= threshold * a.mean()).to(w.dtype)
+    delta = threshold * a.mean()
+    mask = ((a > delta) if strict else (a >= delta)).to(w.dtype)
     denom = torch.tensor(float(w.numel()), dtype=w.dtype, device=w.device) if bcgd_code_scale else mask.sum().clamp_min(1)
     scale = (a * mask).sum() / denom
     return scale * mask * torch.sign(w)
@@ -269,3 +280,27 @@ class StraightThroughWeight(WeightParametrization):
     def extra_repr(self) -> str:
         extra = f", cancel_outside={self.cancel_outside}" if self.cancel_outside is not None else ""
         return f"{describe_quantizer(self.quantize)}, levels={self.levels}{extra}"
+
+
+#: weight bit-widths of BCGD's quantizers (the authors' code ``quant_dict = {1: quantize_bw, 2: quantize_tnn,
+#: 4: quantize_fbit}``)
+BCGD_WEIGHT_BITS = (1, 2, 4)
+#: BCGD's 2-bit scale: "code" = Σ|w|·I/n (the authors' ``quantize_tnn``), "twn" = Σ|w|·I/|I| (TWN eq. 6)
+TERNARY_SCALES = ("code", "twn")
+
+
+def bcgd_weight(bits: int, ternary_scale: str = "code") -> StraightThroughWeight:
+    """BCGD's weight parametrization at ``bits`` (Yin et al., arXiv 1808.05240 and the authors' code), straight
+    through: :func:`binary` (1 bit), :func:`ternary_twn` with |w| ≥ Δ and the scale ``ternary_scale`` (2 bits),
+    :func:`bcgd_4bit` (4 bits). Shared by the ``bcgd`` and ``pcg`` methods (pcg is BCGD with ρ = 0)."""
+    if ternary_scale not in TERNARY_SCALES:
+        raise ConfigError(f"unknown BCGD ternary scale '{ternary_scale}'; choose one of {', '.join(TERNARY_SCALES)}")
+    if bits == 1:
+        fn = binary
+    elif bits == 2:
+        fn = functools.partial(ternary_twn, bcgd_code_scale=ternary_scale == "code")
+    elif bits == 4:
+        fn = bcgd_4bit
+    else:
+        raise BitsError(f"BCGD's weight quantizers are W1, W2 and W4 (got W{bits}); W32 keeps float weights")
+    return StraightThroughWeight(fn, num_levels(bits))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..method import latent_weights
+from ..quant.latent import latent_weights
 
 __all__ = ["RecurrenceTracker"]
 

@@ -143,6 +143,47 @@ def test_every_method_documents_defaults_and_search_space(name):
     del trial
 
 
+
+def _methods_and_space_switches():
+    """Every registered method with its defaults, and those with a ``learn_alpha`` switch also with it flipped (the
+    quantized ReLU tunes ``alpha_grad`` only when α is learned)."""
+    cells = []
+    for name in qbench.list_methods():
+        cls = qbench.registry.get_method_class(name)
+        cells.append((name, {}))
+        if "learn_alpha" in cls.hparams:
+            cells.append((name, {"learn_alpha": not cls.hparams["learn_alpha"].default}))
+    return cells
+
+
+def _declared_distribution(dim):
+    """The Optuna distribution an HParam's parsed ``space`` stands for."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    if dim.kind == "categorical":
+        return CategoricalDistribution(dim.choices)
+    cls = IntDistribution if dim.kind == "int" else FloatDistribution
+    return cls(dim.low, dim.high, log=dim.log)
+
+
+@pytest.mark.parametrize("name,hparams", _methods_and_space_switches())
+def test_search_space_suggests_what_the_hparams_declare(name, hparams):
+    import optuna
+
+    cls = qbench.registry.get_method_class(name)
+    method = cls(**hparams)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    space = method.search_space(trial)
+    searched = [k for k, h in cls.hparams.items() if h.space is not None]
+    if isinstance(method, qbench.QuantReLUMethod) and not method.hp.learn_alpha:
+        searched.remove("alpha_grad")  # ∂σ/∂α is a no-op with a fixed α
+    assert list(trial.distributions) == list(space) == searched  # same names, in declaration order
+    for key in searched:
+        h = cls.hparams[key]
+        assert trial.distributions[key] == _declared_distribution(h.space), key
+        if h.choices is not None:  # a hyperparameter with choices is searched over some of them, never a range
+            assert h.space.kind == "categorical" and set(h.space.choices) <= set(h.choices), key
+
 def test_aqe_two_bit_weights_use_a_relative_threshold():
     """h(W) at 2 bits: {−1, 0, +1} with Δ = 0.7·mean|W| (TWN's rule) by default — a fixed Δ = 0.5 would zero every
     weight of a standard-initialised layer (|W| ≪ 0.5); the fixed threshold stays available."""

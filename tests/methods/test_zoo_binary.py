@@ -305,9 +305,12 @@ def test_bwn_is_weight_only():
     assert torch.equal(model.mid.weight, qs.channel_binary(_latent(model).detach()))
 
 
-def test_twn_formula_hand_picked_and_optimal_scale():
-    from qbench.methods.twn import twn_ternary
+def twn_ternary(w, threshold=0.7):
+    """The twn method's quantizer: TWN's strict support |w| > Δ (arXiv 1605.04711 eq. 5)."""
+    return wq.ternary_twn(w, threshold, strict=True)
 
+
+def test_twn_formula_hand_picked_and_optimal_scale():
     w = torch.tensor([0.1, -0.5, 0.9, -1.3, 0.05, 0.6], dtype=torch.float64)
     # Δ = 0.7·mean|w| = 0.7·0.575 = 0.4025; I = {−0.5, 0.9, −1.3, 0.6}; α = 3.3/4 = 0.825
     assert twn_ternary(w).tolist() == pytest.approx([0.0, -0.825, 0.825, -0.825, 0.0, 0.825])
@@ -325,8 +328,6 @@ def test_twn_formula_hand_picked_and_optimal_scale():
 def test_twn_method_is_w2_weight_only():
     model, _, _, _ = _setup("twn", "W2A32")
     model.eval()
-    from qbench.methods.twn import twn_ternary
-
     assert torch.equal(model.mid.weight, twn_ternary(_latent(model).detach()))
     assert model.mid.weight.unique().numel() == 3
     for bad in ("W1A32", "W2A2"):

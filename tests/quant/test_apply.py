@@ -112,7 +112,8 @@ def test_surgery_levels_policy_and_one_step(arch, kw, size, method, bits, policy
             n_values = max(row.unique().numel() for row in weight.reshape(weight.shape[0], -1))
         else:
             n_values = weight.unique().numel()
-        assert n_values <= m.weight_levels(bits), f"{name}: {n_values} values > {m.weight_levels(bits)} levels"
+        levels = layer.parametrizations.weight[0].levels
+        assert n_values <= levels, f"{name}: {n_values} values > {levels} levels"
 
     # A forward+backward step runs and changes the latent weights.
     model.train()
@@ -199,3 +200,19 @@ def test_bad_inputs_are_one_line_errors():
     qbench.quantize_model(model, "ste", "W1A4")
     with pytest.raises(qbench.QbenchError, match="already quantized"):
         qbench.quantize_model(model, "ste", "W1A4")
+
+
+def test_surgery_takes_an_instance_and_the_registry_resolves_names():
+    from _tiny import TinyNet
+
+    from qbench.quant import apply
+
+    with pytest.raises(TypeError, match=r"qbench.quantize_model\(model, 'ste'"):
+        apply.quantize_model(TinyNet(), "ste", "W2A4", "fp")
+    method = qbench.create_method("ste", estimator="relu")
+    model = apply.quantize_model(TinyNet(), method, "W2A4", "fp")
+    assert model.qbench_info.method is method and quantized_layers(model)
+    with pytest.raises(ConfigError, match="not both"):
+        qbench.quantize_model(TinyNet(), method, "W2A4", estimator="identity")
+    by_name = qbench.quantize_model(TinyNet(), "ste", "W2A4", estimator="relu")
+    assert by_name.qbench_info.method.config == method.config

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from qbench.errors import BitsError
+from qbench.errors import BitsError, ConfigError
 from qbench.quant import weight as wq
 
 
@@ -86,6 +86,41 @@ def test_twn_scale_differs_from_code_variant(gen):
     assert float(s_code) == pytest.approx(float(w.abs()[mask].sum() / w.numel()), rel=1e-6)  # divides by n
     assert s_code < s_twn
 
+
+
+@pytest.mark.parametrize("strict", [True, False])
+def test_ternary_twn_support_per_entry(strict):
+    """Each entry against TWN eq. 5-6 written out element by element: W^t_i = sign(w_i) on the support, 0 off it,
+    α = mean |w_i| over the support; |w_i| = Δ exactly is in the support only for strict=False (|w| ≥ Δ)."""
+    w = [0.75, -0.75, 0.5, -1.0, 2.0, 1.0]  # mean|w| = 1: Δ = threshold = 0.75, exact in floating point
+    threshold = 0.75
+    delta = threshold * sum(abs(v) for v in w) / len(w)
+    support = [abs(v) > delta or (not strict and abs(v) == delta) for v in w]
+    alpha = sum(abs(v) for v, s in zip(w, support) if s) / sum(support)
+    expected = [alpha * (1 if v > 0 else -1) if s else 0.0 for v, s in zip(w, support)]
+    q = wq.ternary_twn(torch.tensor(w, dtype=torch.float64), threshold, strict=strict)
+    assert q.tolist() == pytest.approx(expected, rel=1e-12)
+    assert (q[:2] != 0).tolist() == [not strict, not strict]  # the ties: dropped by the paper's |w| > Δ only
+
+
+@pytest.mark.parametrize("bits,expected", [
+    (1, wq.binary),
+    (2, lambda w: wq.ternary_twn(w, bcgd_code_scale=True)),
+    (4, wq.bcgd_4bit),
+])
+def test_bcgd_weight_quantizers_by_bits(bits, expected, gen):
+    w = torch.randn(200, generator=gen)
+    p = wq.bcgd_weight(bits)
+    assert torch.equal(p.hard(w), expected(w)) and p.levels == wq.num_levels(bits)
+    twn = wq.bcgd_weight(2, ternary_scale="twn")
+    assert torch.equal(twn.hard(w), wq.ternary_twn(w))
+
+
+def test_bcgd_weight_refuses_other_bits_and_scales():
+    with pytest.raises(BitsError, match="W1, W2 and W4"):
+        wq.bcgd_weight(3)
+    with pytest.raises(ConfigError, match="code, twn"):
+        wq.bcgd_weight(2, ternary_scale="exact")
 
 @pytest.mark.parametrize("bits", [3, 4, 5])
 @pytest.mark.parametrize("c", [0.5, 0.75, 1.0])

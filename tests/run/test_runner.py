@@ -19,7 +19,8 @@ TINY = ["data.name=digits", "model.archs=[lenet5]", "train.epochs=2", "seeds=[0]
 PLUGIN = '''
 import torch
 from qbench import Method, register_method
-from qbench.method import latent_weights, QuantReLUMethod
+from qbench.method import QuantReLUMethod
+from qbench.quant.latent import latent_weights
 
 
 @register_method("explode_test")

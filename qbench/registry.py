@@ -197,8 +197,9 @@ def supported_bits(spec: str, bits_list: Iterable[Any],
     return kept
 
 
-def quantize_model(model: nn.Module, method: str | Method, bits: str | Bits = "W1A4", policy: str = "fp", *,
-                   input_size: tuple[int, ...] | None = None, **hparams) -> nn.Module:
+def quantize_model(model: nn.Module, method: str | Method, bits: str | Bits = "W1A4", policy: Any = "fp", *,
+                   input_size: tuple[int, ...] | None = None, layer_bits: dict[str, str] | None = None,
+                   **hparams) -> nn.Module:
     """Quantize ``model`` in place for ``method`` at ``bits`` and return it: ``method`` is a registered method's name,
     with its hyperparameters as keyword arguments, or a Method instance. The surgery and the other arguments are
     :func:`qbench.quant.apply.quantize_model`'s."""
@@ -206,4 +207,4 @@ def quantize_model(model: nn.Module, method: str | Method, bits: str | Bits = "W
         method = create_method(method, **hparams)
     elif hparams:
         raise ConfigError("pass hyperparameters either to create_method or to quantize_model, not both")
-    return apply.quantize_model(model, method, bits, policy, input_size=input_size)
+    return apply.quantize_model(model, method, bits, policy, input_size=input_size, layer_bits=layer_bits)

@@ -12,7 +12,7 @@ from typing import Callable
 
 import pandas as pd
 
-from ..config import SuiteConfig
+from ..config import SuiteConfig, parse_policy
 from ..errors import ConfigError
 from ..registry import parse_method_spec
 from .sweep import format_bench, run_bench
@@ -52,7 +52,7 @@ def bench_suite(cfg: SuiteConfig, *, log: Callable[[str], None] = print) -> pd.D
         methods.insert(0, "fp")
     df = run_bench(archs=list(cfg.model.archs), methods=methods, bits_list=bits, input_size=(c, h, w),
                    num_classes=classes, in_chans=c, batch_size=b.batch_size, device=cfg.train.device,
-                   amp_dtype=b.amp_dtype, channels_last=b.channels_last, compile=b.compile, policy=cfg.policies[0],
+                   amp_dtype=b.amp_dtype, channels_last=b.channels_last, compile=b.compile, policy=parse_policy(cfg.policies[0]).name, layer_bits=cfg.layer_bits,
                    threads=b.threads, steps=b.steps, warmup=b.warmup, min_run_time=b.min_run_time, rounds=b.rounds,
                    results_dir=cfg.results_dir, suite=cfg.name, recipe=cfg.train, model=cfg.model,
                    method_hparams=hparams, log=log)

@@ -122,7 +122,7 @@ def run_bench(*, archs: Sequence[str], methods: Sequence[str],
               amp_dtype: str | None = None, channels_last: bool = False, compile: bool = False, policy: str = "fp",
               threads: int | None = None, steps: int = 20, warmup: int = 5, min_run_time: float = 1.0,
               results_dir=None, suite: str | None = None, seed: int = 0, recipe: TrainConfig | None = None,
-              model: ModelConfig | None = None, rounds: int = 1, method_hparams: dict[str, dict] | None = None,
+              model: ModelConfig | None = None, layer_bits: dict[str, str] | None = None, rounds: int = 1, method_hparams: dict[str, dict] | None = None,
               log: Callable[[str], None] | None = None) -> pd.DataFrame:
     """Measure FP (once per arch, ``W32A32``) and every method at every bit-width; one row each.
 
@@ -132,7 +132,8 @@ def run_bench(*, archs: Sequence[str], methods: Sequence[str],
         input_size: (C, H, W), (H, W) or an int with ``in_chans``; num_classes: range of the random labels.
         batch_size, device ("auto" | "cpu" | "cuda"), amp_dtype (None | "bf16" | "fp16"), channels_last, compile:
             the measurement settings, recorded in every row (AMP and channels_last are CUDA-only, as in training).
-        policy: layer policy for ``quantize_model`` ("fp": first/last layers float, "quantized").
+        policy, layer_bits: the layer precision policy and per-layer globs for ``quantize_model``
+            (:mod:`qbench.config.policy`).
         threads: CPU threads, fixed for the whole sweep (default ``torch.get_num_threads()``).
         steps, warmup, min_run_time: timing protocol (see :mod:`qbench.bench.measure`).
         results_dir, suite: when both are given, write the rows where ``qbench report`` reads them.
@@ -181,7 +182,7 @@ def run_bench(*, archs: Sequence[str], methods: Sequence[str],
                         net = create_model(arch, model_cfg, num_classes=int(num_classes), in_chans=shape[0],
                                            input_size=shape)
                         method = create_method(method_name, **method_hparams.get(method_name, {}))
-                        quantize_model(net, method, bits, policy, input_size=shape)
+                        quantize_model(net, method, bits, policy, input_size=shape, layer_bits=layer_bits)
                         net.to(dev)
                         if setup.channels_last:
                             net.to(memory_format=torch.channels_last)

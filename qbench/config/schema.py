@@ -8,13 +8,12 @@ from typing import Any, Dict, List, Optional
 
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
-    "RecurrenceConfig", "KINDS", "DATASETS", "POLICIES", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "AMP_ALIASES",
+    "RecurrenceConfig", "KINDS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "AMP_ALIASES",
     "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS",
 ]
 
 KINDS = ("train", "theory")
 DATASETS = ("mnist5k", "digits", "mnist", "cifar10", "cifar100", "imagenet", "fake")
-POLICIES = ("fp", "quantized")  # fp: first and last layers float; quantized: every layer
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "exponential")
 AMP_MODES = ("false", "bf16", "fp16")  # autocast dtype on CUDA; the CPU always trains in float32
@@ -157,7 +156,10 @@ class SuiteConfig:
     # W1A32 while the others run at W1A1…W4A4). Keys are method names as listed in `methods`.
     method_bits: Dict[str, List[str]] = field(default_factory=dict)
     seeds: List[int] = field(default_factory=lambda: [0])
-    policies: List[str] = field(default_factory=lambda: ["fp"])  # of POLICIES
+    # Layer precision policies (config.policy): a name (fp, quantized, int8_first_last, last_fp) or {first:, last:}.
+    policies: List[Any] = field(default_factory=lambda: ["fp"])
+    # {module-name glob: bits | fp}: per-layer precision after the policy, e.g. {"layer4.*": W4A4, "fc": W8A8}
+    layer_bits: Dict[str, str] = field(default_factory=dict)
     train: TrainConfig = field(default_factory=TrainConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
     bench: BenchConfig = field(default_factory=BenchConfig)

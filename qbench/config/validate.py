@@ -11,7 +11,8 @@ from typing import Any
 
 from ..bits import parse_bits
 from ..errors import ConfigError
-from .schema import (AMP_ALIASES, DATASETS, KINDS, OPTIMIZERS, POLICIES, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
+from .policy import SAME, parse_layer_precision, parse_policy
+from .schema import (AMP_ALIASES, DATASETS, KINDS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
                      BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
 from .space import is_number, recipe_dims
 
@@ -84,8 +85,13 @@ def validate(cfg: SuiteConfig) -> None:
         if method not in cfg.methods:
             raise ConfigError(f"method_bits.{method}: '{method}' is not in methods {list(cfg.methods)}; add it there or "
                               "drop the key")
+    if not cfg.policies:
+        raise ConfigError("policies is empty; give at least one, e.g. policy=fp")
     for p in cfg.policies:
-        _choice("policy", p, POLICIES, "fp (first/last layers float) or quantized")
+        parse_policy(p)
+    for glob, precision in cfg.layer_bits.items():
+        if parse_layer_precision(precision, f"layer_bits[{glob!r}]") == SAME:
+            raise ConfigError(f"layer_bits[{glob!r}]=same says nothing; give fp or a bit spec such as W4A4")
     if not cfg.methods:
         raise ConfigError("methods is empty; give at least one, e.g. methods=[fp,bcgd]")
     if not cfg.model.archs:

@@ -13,13 +13,22 @@
   when the probe saw only non-negative inputs (pooled ReLU features), signed otherwise. A targeted layer that is
   never called as a module (BEiT's ``qkv``: its weight is used by ``F.linear`` in the parent) gets the hook on its
   parent, whose first input is that layer's input.
-* **Policy**: ``fp`` keeps the first and last layers (``pretrained_cfg["first_conv"]`` / ``["classifier"]``, as in
-  timm) in float; ``quantized`` quantizes them too.
+* **Layer precision** (:mod:`qbench.config.policy`): the policy sets the precision of the first and last layers
+  (``pretrained_cfg["first_conv"]`` / ``["classifier"]``, as in timm): ``fp`` keeps them float, ``quantized`` runs them
+  at the cell's bits, ``int8_first_last`` at W8A8 (MQBench's academic setting), ``last_fp`` keeps only the classifier
+  float; ``layer_bits`` globs over module names then set any layer (and activation module) to other bits or ``fp``.
+  A layer that runs at bits other than the cell's gets its own input quantizer at its activation bits (MQBench
+  quantizes the first layer's 8-bit input, too). A layer whose bits the method does not support (a binary method's
+  8-bit first layer) gets qbench's generic uniform quantizers (:func:`generic_weight_quantizer`, the EMA min-max
+  :class:`~qbench.quant.activation.InputQuantizer`), listed in ``qbench_info.generic``.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,11 +37,12 @@ from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
 from ..bits import Bits, parse_bits
+from ..config.policy import FLOAT, SAME, LayerPolicy, parse_layer_precision, parse_policy
 from ..errors import ConfigError, QbenchError
-from .weight import WeightParametrization
+from .activation import InputQuantizer
+from .weight import StraightThroughWeight, WeightParametrization, binary, num_levels, uniform
 
 __all__ = [
-    "POLICIES",
     "TARGET_LAYER_TYPES",
     "QuantInfo",
     "quantize_model",
@@ -40,9 +50,10 @@ __all__ = [
     "quantized_layers",
     "first_last_layers",
     "model_size_bits",
+    "generic_weight_quantizer",
+    "INPUT_QUANTIZER_ATTR",
 ]
 
-POLICIES = ("fp", "quantized")
 TARGET_LAYER_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 INPUT_QUANTIZER_ATTR = "qbench_input_quantizer"
 # Modules that keep values on the grid of their input (a max of grid points is a grid point): a layer fed by a
@@ -57,13 +68,15 @@ class QuantInfo:
 
     method: Any
     bits: Bits
-    policy: str
+    policy: str  # the policy's canonical name (config.policy.LayerPolicy.name)
     first: list[str]
     last: list[str]
-    quantized: list[str] = field(default_factory=list)  # layers whose weight is parametrized
-    float_layers: list[str] = field(default_factory=list)  # targeted types kept in float by the policy
+    quantized: list[str] = field(default_factory=list)  # layers run at some bits (weights and/or inputs quantized)
+    float_layers: list[str] = field(default_factory=list)  # targeted layers kept in float (policy or layer_bits)
     activations: list[str] = field(default_factory=list)  # replaced activation modules
     input_quantized: list[str] = field(default_factory=list)  # modules carrying an input quantizer hook
+    precision: dict[str, str] = field(default_factory=dict)  # every targeted layer → "fp" or its bits ("W8A8")
+    generic: list[str] = field(default_factory=list)  # layers at bits the method does not support: generic quantizers
     layers: list[nn.Module] = field(default_factory=list, repr=False)
 
 
@@ -178,8 +191,44 @@ def _example_input(model: nn.Module, input_size) -> Tensor:
     return torch.randn((2, *tuple(input_size)[-3:]), generator=g).to(device=device, dtype=dtype)
 
 
-def quantize_model(model: nn.Module, method, bits: str | Bits, policy: str, *,
-                   input_size: tuple[int, ...] | None = None) -> nn.Module:
+def generic_weight_quantizer(bits: int) -> WeightParametrization:
+    """qbench's method-independent weight quantizer for a layer whose bits the method does not support (a binary
+    method's 8-bit first layer under ``int8_first_last``): the symmetric uniform grid scaled by max|w| (MQBench's
+    min-max observer, what its academic setting uses for the 8-bit first and last layers) with a straight-through
+    backward; binary δ·sign(w) at 1 bit."""
+    fn = binary if bits == 1 else functools.partial(uniform, bits=bits)
+    return StraightThroughWeight(fn, num_levels(bits))
+
+
+def _layer_precisions(names: list[str], first: list[str], last: list[str], policy: LayerPolicy, bits: Bits,
+                      layer_bits: Mapping[str, str], activation_names: list[str]) -> tuple[dict, dict]:
+    """(targeted layer → Bits or None for float, activation module → Bits or None) after the policy and the
+    ``layer_bits`` globs (applied in the order written: a later glob wins where two match). A glob that matches no
+    layer is an error naming the layers that exist."""
+
+    def resolve(value: str, where: str) -> Bits | None:
+        value = parse_layer_precision(value, where)
+        return None if value == FLOAT else bits if value == SAME else parse_bits(value)
+
+    layers: dict[str, Bits | None] = dict.fromkeys(names, bits)
+    for role, members, value in (("first", first, policy.first), ("last", last, policy.last)):
+        for name in members:
+            layers[name] = resolve(value, f"policy.{role}")
+    activations: dict[str, Bits | None] = {}
+    for glob, value in layer_bits.items():
+        matched = [n for n in names if fnmatch.fnmatchcase(n, glob)]
+        matched_acts = [n for n in activation_names if fnmatch.fnmatchcase(n, glob)]
+        if not matched and not matched_acts:
+            shown = ", ".join(names[:12]) + (f", … {len(names) - 12} more" if len(names) > 12 else "")
+            raise ConfigError(f"layer_bits glob {glob!r} matches no layer of this model; its layers: {shown}")
+        precision = resolve(value, f"layer_bits[{glob!r}]")
+        layers.update(dict.fromkeys(matched, precision))
+        activations.update(dict.fromkeys(matched_acts, precision))
+    return layers, activations
+
+
+def quantize_model(model: nn.Module, method, bits: str | Bits, policy: str | LayerPolicy | Mapping, *,
+                   input_size: tuple[int, ...] | None = None, layer_bits: Mapping[str, str] | None = None) -> nn.Module:
     """Quantize ``model`` in place for ``method`` (a :class:`~qbench.method.Method` instance) at ``bits`` and return
     it. :func:`qbench.quantize_model` (the registry's) also takes a registered method's name and its hyperparameters,
     and has the defaults.
@@ -188,56 +237,79 @@ def quantize_model(model: nn.Module, method, bits: str | Bits, policy: str, *,
         model: any ``nn.Module``; timm models tell their first/last layers through ``pretrained_cfg``.
         method: the method instance whose quantizers are placed (it is stored as ``model.qbench_info.method``).
         bits: ``"W1A4"`` etc.; 32 on a side keeps it float (``"W32A2"`` is the STE paper's setting).
-        policy: ``"fp"`` keeps the first and last layers float, ``"quantized"`` quantizes them too.
+        policy: a layer precision policy (:mod:`qbench.config.policy`): ``"fp"``, ``"quantized"``,
+            ``"int8_first_last"``, ``"last_fp"`` or ``{"first": ..., "last": ...}``.
         input_size: (C, H, W) for the placement probe; default ``pretrained_cfg["input_size"]``.
+        layer_bits: ``{module-name glob: bits | "fp"}`` per-layer precision after the policy.
     """
     if isinstance(method, str):  # the registry sits above the surgery: names are resolved by qbench.quantize_model
         raise TypeError(f"quant.apply.quantize_model takes a Method instance, got the name {method!r}; "
                         f"use qbench.quantize_model(model, {method!r}, ...) to create it from the registry")
     bits = parse_bits(bits)
-    if policy not in POLICIES:
-        raise ConfigError(f"unknown layer policy '{policy}'; choose one of {', '.join(POLICIES)}")
+    policy = parse_policy(policy)
     if getattr(model, "qbench_info", None) is not None:
         raise QbenchError("this model is already quantized; build a fresh model to quantize it again")
     method.check_bits(bits)
 
     first, last = first_last_layers(model)
-    keep_float = set(first) | set(last) if policy == "fp" else set()
     targets = [(n, m) for n, m in model.named_modules() if isinstance(m, TARGET_LAYER_TYPES)]
-    info = QuantInfo(method=method, bits=bits, policy=policy, first=first, last=last)
-    quantize_weights = not bits.weight_float
+    act_names = [n for n, m in model.named_modules() if isinstance(m, method.activation_types)]
+    precision, act_precision = _layer_precisions([n for n, _ in targets], first, last, policy, bits,
+                                                 layer_bits or {}, act_names)
+    info = QuantInfo(method=method, bits=bits, policy=policy.name, first=first, last=last)
+    overridden: dict[str, Bits] = {}  # layers at bits other than the cell's: their own input quantizer
 
     for name, module in targets:
-        if name in keep_float:
+        layer = precision[name]
+        info.precision[name] = "fp" if layer is None else str(layer)
+        if layer is None or (layer.weight_float and layer.act_float):
             info.float_layers.append(name)
             continue
         info.quantized.append(name)
-        parametrization = method.weight_quantizer(bits.weight) if quantize_weights else None
-        if parametrization is not None:
-            parametrize.register_parametrization(module, "weight", parametrization)
-            info.layers.append(module)
+        if layer != bits:
+            overridden[name] = layer
+        supported = method.unsupported_bits(layer) is None
+        if not supported:
+            info.generic.append(name)
+        if not layer.weight_float:
+            parametrization = method.weight_quantizer(layer.weight) if supported else \
+                generic_weight_quantizer(layer.weight)
+            if parametrization is not None:
+                parametrize.register_parametrization(module, "weight", parametrization)
+                info.layers.append(module)
 
-    if not bits.act_float:
-        act_modules = []
-        for name, module in list(model.named_modules()):
-            if isinstance(module, method.activation_types):
-                new = method.activation_quantizer(bits.act)
-                if new is not None:
-                    _set_submodule(model, name, new)
-                    info.activations.append(name)
-                    act_modules.append(new)
-        if info.quantized and method.input_quantizer(bits.act, signed=True) is not None:
-            _place_input_quantizers(model, method, bits, info, act_modules, input_size)
+    act_modules = []
+    for name in act_names:
+        act_bits = act_precision.get(name, bits)
+        if act_bits is None or act_bits.act_float:
+            continue
+        if act_bits != bits and method.unsupported_bits(Bits(32, act_bits.act)) is not None:
+            raise ConfigError(f"layer_bits sets activation {name} to A{act_bits.act}, which method '{method.name}' "
+                              f"does not quantize; give that activation its cell's bits or fp")
+        new = method.activation_quantizer(act_bits.act)
+        if new is not None:
+            _set_submodule(model, name, new)
+            info.activations.append(name)
+            act_modules.append(new)
+    cell_layers = [n for n in info.quantized if n not in overridden]
+    if (cell_layers and not bits.act_float and method.input_quantizer(bits.act, signed=True) is not None) \
+            or any(not b.act_float for b in overridden.values()):
+        _place_input_quantizers(model, method, bits, info, act_modules, input_size, overridden)
 
     model.qbench_info = info
     return model
 
 
-def _place_input_quantizers(model, method, bits, info: QuantInfo, act_modules, input_size) -> None:
+def _input_quantizer(method, bits: int, signed: bool, generic: bool) -> nn.Module | None:
+    return InputQuantizer(bits, signed=signed) if generic else method.input_quantizer(bits, signed=signed)
+
+
+def _place_input_quantizers(model, method, bits: Bits, info: QuantInfo, act_modules, input_size,
+                            overridden: dict[str, Bits]) -> None:
     parents = {n.rpartition(".")[0] for n in info.quantized}
     hosts = sorted(set(info.quantized) | {p for p in parents if p})
     seen = _probe_inputs(model, hosts, act_modules, _example_input(model, input_size))
-    chosen: dict[str, bool] = {}  # host -> signed
+    chosen: dict[str, tuple[bool, int, bool]] = {}  # host -> (signed, activation bits, generic quantizer)
     for name in info.quantized:
         host = name
         if name not in seen:  # weight read functionally by the parent (BEiT qkv): quantize the parent's input
@@ -245,12 +317,23 @@ def _place_input_quantizers(model, method, bits, info: QuantInfo, act_modules, i
             if host not in seen:
                 continue  # never reached by the forward pass (e.g. an unused head)
         record = seen[host]
-        if record["quantized"] or record["network_input"]:
+        if name in overridden:
+            # Its own precision: quantize its input at its bits whatever produced it (the network input included).
+            layer = overridden[name]
+            if not layer.act_float:
+                generic = name in info.generic
+                if generic or method.input_quantizer(layer.act, signed=True) is not None:
+                    chosen[host] = (not record["nonneg"], layer.act, generic)
             continue
-        chosen[host] = not record["nonneg"]
-    for host, signed in chosen.items():
+        if bits.act_float or record["quantized"] or record["network_input"]:
+            continue
+        chosen.setdefault(host, (not record["nonneg"], bits.act, False))
+    for host, (signed, act_bits, generic) in chosen.items():
+        quantizer = _input_quantizer(method, act_bits, signed, generic)
+        if quantizer is None:
+            continue
         module = model.get_submodule(host)
-        module.add_module(INPUT_QUANTIZER_ATTR, method.input_quantizer(bits.act, signed=signed))
+        module.add_module(INPUT_QUANTIZER_ATTR, quantizer)
         module.register_forward_pre_hook(_input_pre_hook, with_kwargs=True)
         info.input_quantized.append(host)
 

@@ -25,8 +25,8 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..bits import FP_BITS, Bits, parse_bits
-from ..config import (DataConfig, SuiteConfig, fingerprint, fingerprint_diff, parse_shard, stage_configs, to_dict,
-                      to_yaml, with_overrides)
+from ..config import (DataConfig, SuiteConfig, fingerprint, fingerprint_diff, parse_policy, parse_shard, stage_configs,
+                      to_dict, to_yaml, with_overrides)
 from ..errors import QbenchError
 from ..quant.apply import model_size_bits, quantize_model
 from ..registry import create_method, load_plugin, method_label, parse_method_spec, supported_bits
@@ -84,8 +84,9 @@ def plan_cells(cfg: SuiteConfig, *, on_unsupported: Callable[[str], None] | None
             continue
         method_bits = [parse_bits(b) for b in supported_bits(method, cfg.method_bits.get(method, cfg.bits),
                                                              on_unsupported)]
+        policies = list(dict.fromkeys(parse_policy(p).name for p in cfg.policies))
         cells += [Cell(method, arch, bits, policy, seed, cfg.tuned, cfg.stage)
-                  for arch in cfg.model.archs for policy in cfg.policies for bits in method_bits
+                  for arch in cfg.model.archs for policy in policies for bits in method_bits
                   for seed in cfg.seeds]
     if cfg.shard:
         i, n = parse_shard(cfg.shard)
@@ -147,7 +148,7 @@ def run_cell(cfg: SuiteConfig, cell: Cell, run_dir: Path, *, resume: bool = True
     base_method, hparams = parse_method_spec(cell.method, cfg.method_hparams)
     method = create_method(base_method, **hparams)
     model = model.to(device)
-    quantize_model(model, method, cell.bits, cell.policy, input_size=splits.input_size)
+    quantize_model(model, method, cell.bits, cell.policy, input_size=splits.input_size, layer_bits=cfg.layer_bits)
     init_from, init_loss_q = None, None
     if cfg.model.init_from_run:
         # After the surgery, so the latent weights, BN statistics and quantizer state (α) all come from the source

@@ -333,6 +333,9 @@ def _cell_record(
     group = group.sort_values(["seed", "run_id"], kind="stable")
     is_complete = group["status"] == "complete"
     values = group.loc[is_complete & group[metric].notna(), metric].to_numpy(dtype=float)
+    mixed = mixed_config_keys(group[is_complete & group[metric].notna()])
+    if mixed:  # seeds of different experiments: no mean, no rank (issue #14: never pool them)
+        values = values[:0]
     bad = Counter(group.loc[~is_complete, "status"])
     no_value = int((is_complete & group[metric].isna()).sum())
     if no_value:
@@ -356,6 +359,9 @@ def _cell_record(
         "n_repeated_seeds": repeated, "seeds": ";".join(str(s) for s in sorted(seeds_present)),
         "_text": _cell_text(mean, std, n, bad, missing, decimals, repeated), "_scores": sign * values, "_column": col,
     }
+    if mixed:  # the column exists only in a report that has such a cell: the others keep their bytes
+        row["not_pooled"] = ", ".join(mixed)
+        row["_text"] = f"not pooled: its runs differ in {', '.join(mixed)} ({len(group)} runs)"
     if top5_metric:
         top5 = group.loc[is_complete, top5_metric].dropna().to_numpy(dtype=float)
         row["top5_mean"] = float(top5.mean()) if len(top5) else np.nan
@@ -367,6 +373,17 @@ def _cell_record(
     row.update(run_costs(group[is_complete], target_value))
     row.update(_paper_fields(col, group, row["method_name"], metric))
     return row
+
+
+def mixed_config_keys(group: pd.DataFrame, limit: int = 3) -> list[str]:
+    """The result-relevant config keys (:func:`qbench.config.result_config`) on which the runs of one cell disagree:
+    empty when their values may be pooled; records without a config (old or foreign) are not compared."""
+    configs = [c for c in group.get("result_config", pd.Series(dtype=object)) if isinstance(c, Mapping)]
+    if len({json.dumps(c, sort_keys=True, default=str) for c in configs}) <= 1:
+        return []
+    keys = sorted(k for k in set().union(*configs)
+                  if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1)
+    return keys[:limit] + ([f"{len(keys) - limit} more"] if len(keys) > limit else [])
 
 
 def _paper_fields(col: Column, group: pd.DataFrame, method: str, metric: str) -> dict:

@@ -39,9 +39,9 @@ import yaml
 from .. import __version__
 from ..bits import parse_bits
 from ..errors import QbenchError
-from ..registry import get_method_class
+from ..config import fingerprint, result_config
+from ..registry import get_method_class, parse_method_spec
 from ..results import SCHEMA_VERSION, read_jsonl
-from ..registry import parse_method_spec
 
 __all__ = [
     "RESULT_FIELDS",
@@ -300,6 +300,9 @@ def _load_run(run_dir: Path, suite_name: str) -> dict:
     if is_missing(row.get("run_id")):
         row["run_id"] = run_dir.name
     row.update(_flatten(config, CONFIG_PREFIX))
+    # What the run's result depends on (qbench.config.fingerprint): seeds of one cell are pooled only when it agrees.
+    row["result_config"] = result_config(config) if config else None
+    row["fingerprint"] = fingerprint(config) if config else result.get("fingerprint")
     if isinstance(env, dict):
         row.update(_flatten(env, ENV_PREFIX))
     row["run_dir"] = str(run_dir)

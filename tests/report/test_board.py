@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from scipy import stats
 
 from qbench.report import build_leaderboard, load_runs, render_markdown, write_leaderboard
@@ -181,3 +182,23 @@ def test_fp_reference_survives_view_filters(suite_runs, cell):
     assert cell(board, "bcgd", "resnet20_cifar W1A4 Δ FP") == "-3.07"
     seed0 = build_leaderboard(suite_runs, where={"seed": "0", "bits": "W1A4"})
     assert cell(seed0, "bcgd", "resnet20_cifar W1A4 Δ FP") == "-3.00"  # 88.0 vs FP seed 0 (91.0), not the FP mean
+
+
+def test_seeds_run_with_different_configs_are_not_pooled(tmp_path, write_run, cell):
+    """Issue #14: the seeds of one cell are pooled only when their configs agree on everything that changes a result
+    (qbench.config.result_config); presentation keys (data.root, results_dir) may differ."""
+    for seed, acc in enumerate([70.0, 71.0, 72.0]):
+        run_dir = write_run(tmp_path, "bcgd", "W1A4", seed, acc)
+        config = yaml.safe_load((run_dir / "config.yaml").read_text())
+        config["data"]["root"] = f"/elsewhere/{seed}"  # hardware/presentation: still one experiment
+        if seed == 2:
+            config["train"]["lr"] = 0.5
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    text = cell(board, "bcgd", "resnet20_cifar W1A4")
+    assert text.startswith("not pooled") and "train.lr" in text
+    row = board.cells.iloc[0]
+    assert row["n"] == 0 and np.isnan(row["mean"]) and row["not_pooled"] == "train.lr"
+    (tmp_path / SUITE).joinpath(sorted(p.name for p in (tmp_path / SUITE).iterdir())[-1]).rename(tmp_path / "aside")
+    again = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert cell(again, "bcgd", "resnet20_cifar W1A4").startswith("70.50 ± 0.71 (n=2")

@@ -64,3 +64,16 @@ def test_imports_inside_the_package_form_no_cycle_and_only_the_pipeline_imports_
 
     for name in edges:
         walk(name, [])
+
+
+def test_no_import_of_a_sibling_layer():
+    """report, tune, bench and theory are siblings (issue #12): report draws the theory figures from records."""
+    for name, tree in MODULES.items():
+        for module, _, _ in _report_imports(tree):
+            if module.startswith("qbench."):
+                package = module.split(".")[1]
+            elif module.startswith(".."):
+                package = module[2:].split(".")[0]
+            else:
+                continue  # report's own modules
+            assert package not in ("theory", "tune", "bench", "cli"), f"{name} imports {module}"

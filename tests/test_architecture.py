@@ -79,3 +79,26 @@ def test_no_private_name_crosses_a_module_and_no_function_level_import(name):
         assert not in_function, f"{name}:{line}: function-level import of {module}; import it at the top"
         private = [n for n in names if n.startswith("_") and n != "__version__"]
         assert not private, f"{name}:{line}: imports private {private} from {module}; make it public there"
+
+
+@pytest.mark.parametrize("name", sorted(MODULES))
+def test_no_private_attribute_of_an_imported_module(name):
+    """``from . import gaussian as T`` then ``T._loss`` is a private name crossing modules all the same."""
+    _, tree, is_init = MODULES[name]
+    aliases = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("qbench")):
+            aliases |= {a.asname or a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            aliases |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.startswith("qbench")}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases:
+            assert not node.attr.startswith("_") or node.attr.startswith("__"), f"{name}: {node.value.id}.{node.attr}"
+
+
+@pytest.mark.parametrize("name", sorted(n for n, (p, _, _) in MODULES.items() if p.name != "__main__.py"))
+def test_every_module_declares_its_public_names(name):
+    _, tree, _ = MODULES[name]
+    assigned = {t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)}
+    assert "__all__" in assigned, f"{name} has no __all__"

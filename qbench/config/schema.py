@@ -113,7 +113,7 @@ class BenchConfig:
 class RecurrenceConfig:
     """The REC recurrence toy (spec §6; Long, Yin, Xin, arXiv 2012.05529)."""
 
-    quantizers: List[str] = field(default_factory=lambda: ["binary", "ternary"])  # of RECURRENCE_QUANTIZERS
+    quantizers: List[str] = field(default_factory=lambda: list(RECURRENCE_QUANTIZERS))
     steps: int = 20000
     m: int = 10
     n: int = 20

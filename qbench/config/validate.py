@@ -167,6 +167,12 @@ def _validate_theory(th: TheoryConfig) -> None:
         raise ConfigError(f"theory.mc_draws must be between 0 and theory.n_draws={th.n_draws}")
     for key in ("steps", "m", "n"):
         _at_least(f"theory.recurrence.{key}", getattr(th.recurrence, key), 1)
+    # Step sizes and the clip level of μ' = 1{0 < x < clip}: a non-positive or non-finite one gives no descent (or
+    # μ' ≡ 0, whose cosine with ∂f/∂w is 0/0).
+    positive = {"theory.train_lr": th.train_lr, "theory.clip": th.clip, "theory.recurrence.lr": th.recurrence.lr}
+    for key, value in positive.items():  # train_lr None means η = 2/(m+1)
+        if value is not None and not (is_number(value) and math.isfinite(value) and value > 0):
+            raise ConfigError(f"{key}={value} must be a finite number > 0")
 
 
 def parse_shard(shard: str) -> tuple[int, int]:

@@ -3,7 +3,7 @@
 Building blocks of the binary-network methods (``binaryconnect``, ``bnn``, ``xnor``/``bwn``, ``irnet``, ``bireal``):
 
 * **Estimators** μ'(x) — the surrogate derivative used in place of sign' = 0 — as plain tensor functions, so the
-  theory module can take them directly (``qbench.theory.estimator_derivative`` accepts any callable μ'):
+  theory module can take them directly (``qbench.theory.gaussian.estimator_derivative`` accepts any callable μ'):
 
   - :func:`hardtanh_ste_grad` — 1{|x| ≤ 1}, the derivative of Htanh(x) = clip(x, −1, 1) (BNN: Courbariaux, Hubara
     et al., arXiv 1602.02830, §1.3 "Propagating gradients through discretization": g_r = g_q·1_{|r|≤1}).

@@ -1,4 +1,5 @@
-"""Leaderboard plots (PNG): accuracy vs bits, training curves, accuracy vs cost (Pareto), recurrence diagnostics.
+"""Leaderboard plots (PNG): accuracy vs bits, training curves, accuracy vs cost (Pareto), recurrence diagnostics,
+and the theory suite's figures (coarse gradient descent, the recurrence toy), all drawn from run records.
 
 matplotlib is imported inside the functions, so ``import qbench.report`` never pays for it. Figures
 are drawn on ``matplotlib.figure.Figure`` with the Agg canvas directly instead of through ``pyplot``: that is headless
@@ -10,9 +11,7 @@ from __future__ import annotations
 
 import io
 import math
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -22,13 +21,11 @@ import pandas as pd
 from ..bits import FP_BITS
 from ..errors import QbenchError
 from ..results import atomic_write_bytes, read_jsonl
-from ..theory.gaussian import RecurrenceResult
-from ..theory.gaussian import plot_recurrence as plot_toy
 from .board import DEFAULT_METRIC, build_leaderboard, column_of, label_runs
 from .load import is_theory
 
 __all__ = ["plot_accuracy_vs_bits", "plot_curves", "plot_pareto", "plot_recurrence", "write_plots",
-           "plot_theory_training", "write_theory_plots"]
+           "plot_theory_training", "plot_recurrence_toy", "write_theory_plots"]
 
 RECURRENCE_KEYS = ("loss_q", "hamming_to_best", "flip_rate")
 
@@ -304,22 +301,46 @@ def plot_theory_training(curves: Mapping[str, Sequence[Mapping]], path: str | Pa
     return _save(fig, path)
 
 
-def _toy_result(row: Mapping, rows: Sequence[Mapping]):
-    """A qbench.theory.gaussian.RecurrenceResult rebuilt from a recurrence record and its per-step metrics."""
-    result = RecurrenceResult(
-        quantizer=str(row["quantizer"]), lr=float(row["lr"]), steps=len(rows) - 1, train_v=bool(row.get("train_v")),
-        at_optimum=np.array([bool(r["visit"]) for r in rows]), hamming=np.array([float(r["hamming"]) for r in rows]),
-        loss_q=np.array([float(r["loss_q"]) for r in rows]), flips=np.array([float(r["flip_rate"]) for r in rows]),
-        optimum_loss=float(row["optimum_loss"]))
-    result.summary = {"n_visits": int(result.at_optimum.sum()),
-                      "visits_last_quarter": int(result.at_optimum[(3 * result.steps) // 4:].sum())}
-    return result
+def plot_recurrence_toy(rows: Sequence[Mapping], path: str | Path, *, quantizer: str, lr: float,
+                        optimum_loss: float) -> Path:
+    """The recurrence toy of spec §6 (REC paper: projected coarse gradient descent on the spec §8 model) from its
+    per-step rows (``loss_q``, ``hamming``, ``visit``; t = 0..steps): three panels over the steps — the loss at Q(w_t)
+    with the quantized optimum's loss, the normalised Hamming distance of Q(w_t) to the optimum, and a tick at every
+    visit of the optimum; the dotted line starts the last quarter, where the record's recurrence checks look."""
+    steps = np.arange(len(rows))
+    loss_q = np.array([float(r["loss_q"]) for r in rows])
+    hamming = np.array([float(r["hamming"]) for r in rows])
+    visits = np.flatnonzero([bool(r["visit"]) for r in rows])
+    last = len(rows) - 1
+    late_visits = int(np.count_nonzero(visits >= (3 * last) // 4))
+    fig, axes = _figure(ncols=1, nrows=3, width=7.0, height=2.0)
+    ax_loss, ax_ham, ax_visit = axes[:, 0]
+    for ax in (ax_ham, ax_visit):
+        ax.sharex(ax_loss)
+    for ax in (ax_loss, ax_ham):
+        ax.tick_params(labelbottom=False)  # one step axis, labelled under the bottom panel
+    ax_loss.plot(steps, loss_q, lw=0.4, color="C0", label="f at Q(w_t)")
+    ax_loss.axhline(optimum_loss, color="C3", lw=1.0, ls="--", label="quantized optimum")
+    ax_loss.set_ylabel("loss at Q(w_t)")
+    ax_loss.legend(fontsize="small", loc="upper right")
+    ax_ham.plot(steps, hamming, lw=0.4, color="C1")
+    ax_ham.set_ylabel("Hamming to optimum")
+    ax_visit.vlines(visits, 0, 1, lw=0.3, color="C2")
+    ax_visit.set_yticks([])
+    ax_visit.set_ylabel("visits")
+    ax_visit.set_xlabel("step t")
+    ax_visit.axvline(3 * last / 4, color="k", lw=0.8, ls=":")
+    fig.suptitle(f"projected coarse gradient, {quantizer} Q, η = {lr}: {visits.size} visits, {late_visits} in the last "
+                 "quarter", fontsize="medium")
+    for ax in (ax_loss, ax_ham):
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
 
 
 def write_theory_plots(df_runs: pd.DataFrame, results_dir: str | Path, out_dir: str | Path, suite: str) -> list[Path]:
     """Plots of a theory suite, drawn from its records: ``<suite>_training_s<seed>.png`` (loss and θ of every
     estimator, :func:`plot_theory_training`) and ``<suite>_recurrence_toy_<quantizer>_s<seed>.png`` (the spec §6 toy,
-    :func:`qbench.theory.gaussian.plot_recurrence`: loss at Q(w_t), Hamming distance to the optimum, visits)."""
+    :func:`plot_recurrence_toy`: loss at Q(w_t), Hamming distance to the optimum, visits)."""
     out_dir = Path(out_dir)
     runs = df_runs[df_runs["status"] == "complete"].copy()
     if "metrics" not in runs:
@@ -340,14 +361,6 @@ def write_theory_plots(df_runs: pd.DataFrame, results_dir: str | Path, out_dir: 
         if not isinstance(rows, list) or not rows:
             continue
         path = out_dir / f"{suite}_recurrence_toy_{_slug(str(row['quantizer']))}_s{int(row['seed'])}.png"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{path.name}.", suffix=".png")
-        os.close(fd)
-        try:  # theory.plot_recurrence writes in place; a temporary file + rename keeps the output atomic
-            plot_toy(_toy_result(row, rows), tmp)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        paths.append(path)
+        paths.append(plot_recurrence_toy(rows, path, quantizer=str(row["quantizer"]), lr=float(row["lr"]),
+                                         optimum_loss=float(row["optimum_loss"])))
     return paths

@@ -217,8 +217,8 @@ def build_theory_leaderboard(runs: pd.DataFrame, *, suite: str | None = None,
         "the first draw (curves in the plots); rates = share of draws that reach the global minimum (final f < 1e-6 × "
         "initial), end at the spurious θ = π, or whose loss climbs in the second half.",
         "Estimators other than identity / relu / clipped_relu come from a method's activation quantizer (its "
-        "backward is its μ'); their E g is one-dimensional Gaussian quadrature (qbench.theory_suite."
-        "QuadratureEstimator, checked against Monte Carlo like the closed forms), so every column applies.",
+        "backward is its μ'); their E g is one-dimensional Gaussian quadrature (qbench.theory."
+        "quadrature.QuadratureEstimator, checked against Monte Carlo like the closed forms), so every column applies.",
     ]
     sections = []
     if len(rec):

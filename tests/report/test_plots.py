@@ -11,7 +11,8 @@ import yaml
 
 from qbench.errors import QbenchError
 from qbench.report import load_runs, report
-from qbench.report.plots import plot_accuracy_vs_bits, plot_curves, plot_pareto, plot_recurrence, write_plots
+from qbench.report.plots import (plot_accuracy_vs_bits, plot_curves, plot_pareto, plot_recurrence,
+                                 plot_recurrence_toy, write_plots)
 from qbench.results import SCHEMA_VERSION, atomic_write_json, atomic_write_text, write_jsonl
 
 SUITE = "toy"
@@ -79,6 +80,16 @@ def test_each_plot_writes_a_png(results, tmp_path):
     assert_png(plot_curves(rows, tmp_path / "curves_rows.png"))
     assert_png(plot_curves({"bcgd": [rows, rows], "ste": rows}, tmp_path / "curves_map.png", title="t"))
     assert_png(plot_recurrence(run_dir, tmp_path / "recurrence.png"))
+
+
+def test_recurrence_toy_figure_from_rows_is_written_atomically(tmp_path):
+    # The per-step rows of a theory suite's recurrence record (qbench.theory.suite.recurrence_record): the figure needs
+    # nothing but them and the record's quantizer, η and optimum loss.
+    rows = [{"step": t, "loss_q": 1.0 + (t % 7) / 10, "hamming": (t % 7) / 20, "flip_rate": 0.05, "visit": t % 7 == 0}
+            for t in range(401)]
+    path = plot_recurrence_toy(rows, tmp_path / "toy" / "rec.png", quantizer="binary", lr=0.05, optimum_loss=1.0)
+    assert_png(path)
+    assert [p.name for p in path.parent.iterdir()] == ["rec.png"]  # no temporary file left behind
 
 
 def test_recurrence_without_diagnostics_is_a_clear_error(results, tmp_path):

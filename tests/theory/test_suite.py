@@ -5,22 +5,21 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
-from qbench.config import load_config, stage_configs
+from qbench.config import THEORY_ESTIMATORS, TheoryConfig, load_config, stage_configs
 from qbench.errors import ConfigError, QbenchError
 from qbench.report import build_leaderboard, load_runs, report
 from qbench.results import atomic_write_json
 from qbench.bits import parse_bits
 from qbench.results import MODEL_FILE
 from qbench.run.runner import Cell, run_suite, warm_start
-from qbench.theory.suite import run_theory_suite
-from qbench.theory.gaussian import ESTIMATOR_NAMES, expected_coarse_grad, random_instance, theory_table
-from qbench.theory.suite import QuadratureEstimator, estimator_record, method_estimator, theory_options
+from qbench.theory.gaussian import theory_table
+from qbench.theory.suite import estimator_record, method_estimator, plan_theory, run_theory_suite
 
 PNG = b"\x89PNG\r\n\x1a\n"
 # A seconds-long version of suites/theory-gaussian.yaml: the same code path, smaller sample sizes.
@@ -105,28 +104,14 @@ def test_theory_report_and_leaderboard(theory_run):
 
 def test_builtin_records_reproduce_theory_table():
     """One estimator at a time gives theory_table's numbers exactly (same seed streams, same Monte Carlo samples)."""
-    table = theory_table(seed=3, **TABLE_KW)
-    opts = theory_options({**TABLE_KW})
-    for name in ESTIMATOR_NAMES:
-        row, curves = estimator_record(name, 3, opts)
+    config = TheoryConfig(**TABLE_KW)
+    table = theory_table(3, config)
+    for name in THEORY_ESTIMATORS:
+        row, curves = estimator_record(name, 3, config)
         for column in ("cos_mean", "cos_min", "cos_mc_mean", "mc_max_abs_err", "mc_max_z", "spurious_grad_norm",
                        "spurious_grad_norm_mc", "train_final_loss", "train_final_theta", "train_loss_rise_rate"):
             assert row[column] == table.loc[name, column], (name, column)
         assert curves["loss"][-1] == row["train_final_loss"]
-
-
-def test_quadrature_matches_closed_forms():
-    mus = {"identity": torch.ones_like, "relu": lambda x: (x > 0).double(),
-           "clipped_relu": lambda x: ((x > 0) & (x < 1)).double()}
-    for name, mu in mus.items():
-        quad = QuadratureEstimator(mu)
-        worst = 0.0
-        for seed in range(30):
-            inst = random_instance(5, 8, seed)
-            exact = expected_coarse_grad(name, *inst.args())
-            worst = max(worst, float(np.abs(quad.expected_grad(*inst.args()) - exact).max() / np.abs(exact).max()))
-        # identity/relu have no jump inside a grid cell; clipped ReLU's jump at 1/‖w‖ costs O(grid spacing)
-        assert worst < (1e-6 if name != "clipped_relu" else 2e-2), (name, worst)
 
 
 def test_method_estimators_are_the_methods_backward():
@@ -136,11 +121,35 @@ def test_method_estimators_are_the_methods_backward():
     assert torch.equal(method_estimator("aqe")(x), (x.abs() <= 1).double())
     with pytest.raises(ConfigError, match="no activation quantizer"):
         method_estimator("fp")
-    with pytest.raises(ConfigError, match="unknown theory option 'n_drawz'"):
-        theory_options({"n_drawz": 3})
-    with pytest.raises(ConfigError, match="neither identity"):
+    with pytest.raises(ConfigError, match="unknown config key 'theory.n_drawz'") as unknown:
+        load_config("theory-gaussian", ["theory.n_drawz=3"])
+    assert "\n" not in str(unknown.value)  # one line, naming the valid keys
+    with pytest.raises(ConfigError, match="neither identity, relu, clipped_relu nor"):
         cfg = load_config("theory-gaussian", ["theory.estimators=[no_such_method]"])
         run_theory_suite(cfg, log=lambda _msg: None)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("theory.recurrence.stepz=3", "unknown config key 'theory.recurrence.stepz'"),
+    ("theory.estimators=relu", "bad value for 'theory.estimators'"),
+    ("theory.estimators=[relu,relu]", "lists an estimator twice"),
+    ("theory.recurrence.quantizers=[tern]", "unknown theory.recurrence quantizer 'tern'"),
+    ("theory.mc_draws=500", "theory.mc_draws must be between 0 and theory.n_draws=200"),
+    ("theory.quadrature_points=0", "theory.quadrature_points=0 must be"),
+    ("theory.clip=0", "theory.clip=0.0 must be a finite number > 0"),
+    ("theory.train_lr=-1", "theory.train_lr=-1.0 must be a finite number > 0"),
+    ("theory.recurrence.lr=nan", "theory.recurrence.lr=nan must be a finite number > 0"),
+])
+def test_the_typed_config_validates_the_theory_block(override, message):
+    """What the theory runner relies on: qbench.config rejects a bad ``theory:`` block in one line, before any run."""
+    with pytest.raises(ConfigError, match=re.escape(message)) as error:
+        load_config("theory-gaussian", [override])
+    assert "\n" not in str(error.value)
+
+
+def test_estimators_and_quantizers_cannot_both_be_empty():
+    with pytest.raises(ConfigError, match="both empty"):
+        load_config("theory-gaussian", ["theory.estimators=[]", "theory.recurrence.quantizers=[]"])
 
 
 # ------------------------------------------------------------------------------------------------- stages + warm start
@@ -250,11 +259,10 @@ def test_saved_configs_reproduce_one_record_with_from(theory_run, repel_run):
     """`qbench run --from <run>/config.yaml`: the saved config loads (its `cell` is not a config key) and plans exactly
     that run — a stage cell keeps its stage and warm start, a theory record its one estimator."""
     from qbench.run.runner import plan_cells
-    from qbench.theory.suite import plan_theory
 
     root, cfg, _ = theory_run
     saved = load_config(None, [], from_file=root / cfg.name / "relu_gaussian_s0" / "config.yaml")
-    assert [item["run_id"] for item in plan_theory(saved, theory_options(saved))] == ["relu_gaussian_s0"]
+    assert [item["run_id"] for item in plan_theory(saved)] == ["relu_gaussian_s0"]
     root, cfg, _ = repel_run
     saved = load_config(None, [], from_file=root / cfg.name / CONTINUE[0] / "config.yaml")
     assert [c.run_id for c in plan_cells(saved)] == [CONTINUE[0]] and saved.model.init_from_run.startswith("base_")

@@ -3,14 +3,16 @@
 The package follows the data flow, and imports only point down it::
 
     load         run folders, bench rows, tuning summaries → DataFrames; filters
-    stats        t intervals, ranks, bootstrap rank stability
+    stats        t intervals, medians, Friedman's test and Nemenyi's critical difference
     display      status words, number formats, the Table a board hands to the renderers
     costs        device-labelled cost columns, bench and tuning merges, the cost table
     theory_board the report of a theory suite
-    board        runs → Leaderboard (labels, columns, cells, accuracy table, notes)
+    compare      the comparisons: paired t-tests within a column (qbench.paired), Friedman across columns
+    board        runs → Leaderboard (labels, columns, cells, accuracy table, significance table, notes)
     render       board → md / csv / html / tex, write_leaderboard
     plots        PNG plots (matplotlib imported lazily)
-    pipeline     report(): load → board → render, plus plots
+    cd_diagram   the critical-difference diagram (PNG and SVG)
+    pipeline     report(): load → board → render, plus plots and the CD diagram
 """
 
 from .board import Leaderboard, build_leaderboard

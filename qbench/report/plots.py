@@ -57,7 +57,7 @@ def _save(fig, path: str | Path) -> Path:
 
 def _cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     # The leaderboard's own aggregation, so plots and tables always agree on labels, columns and statistics.
-    return build_leaderboard(df, metric=metric, n_bootstrap=0).cells
+    return build_leaderboard(df, metric=metric).cells
 
 
 def plot_accuracy_vs_bits(df: pd.DataFrame, path: str | Path, *, metric: str = DEFAULT_METRIC) -> Path:

@@ -228,7 +228,7 @@ def test_objective_is_validation_only_defaults_first_then_tuned_run(tmp_path, mo
     # The leaderboard shows what the tuning cost next to the tuned row: finished trials × epochs and CPU hours.
     from qbench.report import build_leaderboard, load_tuning
 
-    board = build_leaderboard(runs, tuning=load_tuning(tmp_path, "quickstart"), n_bootstrap=0)
+    board = build_leaderboard(runs, tuning=load_tuning(tmp_path, "quickstart"))
     [row] = board.cells.to_dict("records")
     assert row["tune_trials"] == on_disk["trials_finished"] and row["tune_epochs_per_trial"] == on_disk["epochs_per_trial"]
     assert row["tune_cpu_hours"] == pytest.approx(on_disk["cpu_hours"]) and row["tune_cpu_hours"] > 0

@@ -110,7 +110,7 @@ def test_write_plots_and_report_write_all_pngs(results, tmp_path):
         assert path.parent == out
         assert_png(path)
     written = report(SUITE, results_dir=results)
-    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png"}
+    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png", ".svg"}  # + the CD diagram
     assert all(p.parent == results / "leaderboards" for p in written)
 
 

@@ -110,8 +110,11 @@ def ranks(scores: np.ndarray, alpha: float = ALPHA) -> np.ndarray:
     """Tie-aware ranks (..., k): 1 + the number of methods significantly better (:func:`pairwise`); NaN for a method
     with no tested pair."""
     n, _, _, better = pairwise(scores, alpha)
-    k = n.shape[-1]
-    tested = ((n >= MIN_SEEDS) & ~np.eye(k, dtype=bool)).any(axis=-1)
+    return _ranks_from(n, better)
+
+
+def _ranks_from(n: np.ndarray, better: np.ndarray) -> np.ndarray:
+    tested = ((n >= MIN_SEEDS) & ~np.eye(n.shape[-1], dtype=bool)).any(axis=-1)
     return np.where(tested, 1.0 + better.sum(axis=-2), np.nan)
 
 
@@ -183,7 +186,7 @@ def compare(scores: Mapping[str, Mapping[int, float | None]], alpha: float = ALP
         for j, s in enumerate(seed_list):
             matrix[i, j] = clean[m].get(s, np.nan)
     n, diff, p_holm, better = pairwise(matrix, alpha)
-    rank = ranks(matrix, alpha)
+    rank = _ranks_from(n, better)
     pairs = tuple(
         Pair(a, b, int(n[i, j]), float(diff[i, j]), float(p_holm[i, j]),
              a if better[i, j] else b if better[j, i] else None)

@@ -31,6 +31,7 @@ import pandas as pd
 
 from .. import __version__
 from ..bits import FP_BITS
+from ..config import SEEDS_AUTO
 from ..errors import QbenchError
 from ..paired import ALPHA, MIN_SEEDS
 from .compare import (TEST_NAME, assign_mean_ranks, assign_significance, friedman_over_columns, friedman_statement,
@@ -354,7 +355,9 @@ def _cell_record(
     if no_value:
         bad[f"without {metric}"] = no_value
     seeds_present = {int(s) for s in group["seed"].dropna()}
-    missing = len(expected_seeds - seeds_present)
+    # seeds=auto chose this cell's seeds: fewer than another cell's is the rule (stopped early), not a gap
+    sequential = "seeds_rule" in group and (group["seeds_rule"] == SEEDS_AUTO).any()
+    missing = 0 if sequential else len(expected_seeds - seeds_present)
     n = len(values)
     # The same seed run twice (e.g. again on another device) is two samples but not two independent seeds: say so.
     usable_seeds = group.loc[is_complete & group[metric].notna(), "seed"].dropna()
@@ -532,6 +535,10 @@ def _header_and_notes(runs, suite, metric, columns, target, target_drop, target_
             f"nothing. FP ({FP_BITS}) is the reference of Δ FP and is not ranked; tuned rows are ranked among "
             f"themselves."
         )
+    if "seeds_rule" in runs and (runs["seeds_rule"] == SEEDS_AUTO).any():
+        notes.append("seeds=auto: `qbench run seeds=auto` added seeds to the columns whose top group was not yet "
+                     "separated (and stopped when it was, at α divided by the number of looks); a method already "
+                     "significantly worse got no more seeds, so n differs within a column and no seed is missing.")
     if "mean rank" in table.columns:
         notes.append("mean rank: over the quantized columns, of the rank by mean within each column (ties share the "
                      "average rank; a column where the method ran but has no result counts as last), as in "

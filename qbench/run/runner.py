@@ -58,6 +58,7 @@ class Cell:
     seed: int
     tuned: bool = False
     stage: str = ""  # the suite stage (config.stage_configs); prefixes the run id so stages never share a run dir
+    seeds_rule: str = ""  # "auto": seeds=auto chose this seed (recorded; not part of the run id)
 
     @property
     def run_id(self) -> str:
@@ -69,7 +70,8 @@ class Cell:
         """The ``cell`` block of the run's ``config.yaml``: what names the run (read by ``qbench report`` and
         ``qbench run --from``)."""
         return {"method": self.method, "arch": self.arch, "bits": str(self.bits), "policy": self.policy,
-                "seed": self.seed, "tuned": self.tuned, "stage": self.stage, "run_id": self.run_id}
+                "seed": self.seed, "tuned": self.tuned, "stage": self.stage, "run_id": self.run_id,
+                **({"seeds_rule": self.seeds_rule} if self.seeds_rule else {})}
 
 
 def plan_cells(cfg: SuiteConfig, *, on_unsupported: Callable[[str], None] | None = None) -> list[Cell]:
@@ -203,7 +205,8 @@ def _record_identity(cfg: SuiteConfig, cell: Cell) -> dict:
     return {"schema_version": SCHEMA_VERSION, "qbench_version": __version__, "suite": cfg.name,
             "run_id": cell.run_id, "method": parse_method_spec(cell.method)[0], "tuned": cell.tuned,
             "arch": cell.arch, "bits": str(cell.bits), "policy": cell.policy, "seed": cell.seed,
-            "dataset": cfg.data.name, "epochs": cfg.train.epochs, "kind": "train", "stage": cell.stage or None}
+            "dataset": cfg.data.name, "epochs": cfg.train.epochs, "kind": "train", "stage": cell.stage or None,
+            **({"seeds_rule": cell.seeds_rule} if cell.seeds_rule else {})}
 
 
 def failure_record(cfg: SuiteConfig, cell: Cell, exc: BaseException) -> dict:
@@ -264,11 +267,11 @@ def _wrap_ddp(model, device):
 
 
 def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, log: Callable[[str], None] = print,
-              tuned_params: Callable[[Cell], dict] | None = None) -> SuiteRun:
+              tuned_params: Callable[[Cell], dict] | None = None, seeds_rule: str = "") -> SuiteRun:
     """Run every (remaining) cell of a training suite; returns what ran, what was skipped and what failed.
 
     Stages (``cfg.stages``) run in order: a later stage may warm-start from an earlier one's runs
-    (``model.init_from_run``)."""
+    (``model.init_from_run``). ``seeds_rule="auto"`` marks the records of cells whose seeds seeds=auto chose."""
     if cfg.kind != "train":
         raise QbenchError(f"suite '{cfg.name}' is a {cfg.kind} suite; `qbench run` sends it to its own runner")
     if cfg.stages:
@@ -278,7 +281,8 @@ def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, l
             outcome.add(run_suite(stage_cfg, resume=resume, progress=progress, log=log, tuned_params=tuned_params))
         return outcome
     if cfg.seeds == SEEDS_AUTO:
-        return _run_auto_seeds(cfg, resume=resume, progress=progress, log=log, tuned_params=tuned_params)
+        return _run_auto_seeds(cfg, resume=resume, progress=progress, log=log, tuned_params=tuned_params,
+                               seeds_rule=SEEDS_AUTO)
     for plugin in cfg.plugins:
         load_plugin(plugin)
     for name in cfg.methods:
@@ -288,7 +292,7 @@ def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, l
     # A missing or malformed dataset root is a config error for the whole suite: one line, before any cell runs.
     load_splits(cfg.data)
     layout = ResultsLayout(cfg.results_dir, cfg.name)
-    cells = plan_cells(cfg, on_unsupported=log)
+    cells = [dataclasses.replace(c, seeds_rule=seeds_rule) for c in plan_cells(cfg, on_unsupported=log)]
     outcome = SuiteRun()
     rank, world, _ = dist_env()
     if cfg.data.batch_size % world:

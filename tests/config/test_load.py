@@ -62,7 +62,7 @@ def test_saved_config_round_trips(tmp_path):
 def test_load_config_returns_the_typed_schema():
     cfg = load_config("quickstart")
     assert isinstance(cfg, SuiteConfig) and isinstance(cfg.train, TrainConfig) and isinstance(cfg.data, DataConfig)
-    assert cfg.train.epochs == 5 and cfg.data.batch_size == 64  # the suite's values
+    assert cfg.train.epochs == 2 and cfg.data.batch_size == 64  # the suite's values
     assert cfg.train.weight_decay == TrainConfig().weight_decay  # one default, the schema's
 
 

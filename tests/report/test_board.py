@@ -183,6 +183,20 @@ def test_only_seeds_both_methods_have_are_paired(tmp_path, write_run):
     assert cells.loc["ste", "vs_best_diff"] == pytest.approx(np.mean([ste[s] - bcgd[s] for s in common]))
 
 
+def test_seeds_chosen_by_seeds_auto_are_not_missing(tmp_path, write_run, cell):
+    auto = {"seeds_rule": "auto"}
+    for seed in range(5):  # the tied top group got seeds 3 and 4, the clearly worse method stopped at 3
+        write_run(tmp_path, "bcgd", "W1A4", seed, 90.0 + 0.2 * seed, result_overrides=auto)
+        write_run(tmp_path, "ste", "W1A4", seed, 90.1 + 0.15 * seed, result_overrides=auto)
+    for seed in range(3):
+        write_run(tmp_path, "aqe", "W1A4", seed, 80.0 + 0.1 * seed, result_overrides=auto)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert cell(board, "aqe", "resnet20_cifar W1A4") == "80.10 ± 0.10 (n=3)"
+    assert any(note.startswith("seeds=auto: ") for note in board.notes)
+    write_run(tmp_path, "pcg", "W1A4", 0, 85.0)  # a fixed-seed cell keeps its missing seeds
+    assert cell(build_leaderboard(load_runs(tmp_path, SUITE)), "pcg", "resnet20_cifar W1A4") == "85.00 (n=1, 4 missing)"
+
+
 def test_lower_is_better_metric_ranks_ascending(tmp_path, write_run):
     for seed in range(3):
         write_run(tmp_path, "bcgd", "W1A4", seed, 88.0, result_overrides={"test_loss": 0.3 + 0.01 * seed})

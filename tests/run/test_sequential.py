@@ -39,6 +39,7 @@ def fake_training(monkeypatch):
     def run_cell(cfg, cell, run_dir, **_):
         if cell.run_id in fail:
             raise RuntimeError("broken on purpose")
+        assert cell.seeds_rule == "auto" and cell.record()["seeds_rule"] == "auto"  # what the report reads
         trained.append(cell.run_id)
         record = {"run_id": cell.run_id, "status": "complete", "wall_time_s": 0.0,
                   "test_top1": _score(cell.method, str(cell.bits), cell.seed)}

@@ -82,8 +82,7 @@ def plan_cells(cfg: SuiteConfig, *, on_unsupported: Callable[[str], None] | None
             cells += [Cell("fp", arch, fp_bits, "fp", seed, cfg.tuned, cfg.stage)
                       for arch in cfg.model.archs for seed in cfg.seeds]
             continue
-        method_bits = [parse_bits(b) for b in supported_bits(method, cfg.method_bits.get(method, cfg.bits),
-                                                             on_unsupported)]
+        method_bits = supported_bits(method, cfg.method_bits.get(method, cfg.bits), on_unsupported)
         policies = list(dict.fromkeys(parse_policy(p).name for p in cfg.policies))
         cells += [Cell(method, arch, bits, policy, seed, cfg.tuned, cfg.stage)
                   for arch in cfg.model.archs for policy in policies for bits in method_bits

@@ -2,6 +2,7 @@
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import types
@@ -16,6 +17,7 @@ from qbench.tune.space import DEFAULTS_ATTR, WORKER_ATTR
 from qbench.tune.worker import make_sampler, worker_gone
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
+HOST = socket.gethostname()
 
 
 def test_seed_makes_suggestions_reproducible(tiny):
@@ -46,12 +48,12 @@ def test_parallel_workers_do_not_repeat_each_other(tiny):
 def test_a_dead_worker_is_recognised_only_on_its_own_trial():
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    here = {"host": worker._HOST, "pid": dead.pid}
+    here = {"host": HOST, "pid": dead.pid}
     assert worker_gone(types.SimpleNamespace(number=3, user_attrs={WORKER_ATTR: {**here, "trial": 3}}))
     assert worker_gone(types.SimpleNamespace(number=3, user_attrs={WORKER_ATTR: here}))  # recorded before "trial"
     # A retried trial inherits the identity of the trial it retries until its own worker writes its own.
     assert not worker_gone(types.SimpleNamespace(number=5, user_attrs={WORKER_ATTR: {**here, "trial": 3}}))
-    alive = {"host": worker._HOST, "pid": os.getppid(), "trial": 3}
+    alive = {"host": HOST, "pid": os.getppid(), "trial": 3}
     assert not worker_gone(types.SimpleNamespace(number=3, user_attrs={WORKER_ATTR: alive}))
     elsewhere = {"host": "another-machine", "pid": dead.pid, "trial": 3}
     assert not worker_gone(types.SimpleNamespace(number=3, user_attrs={WORKER_ATTR: elsewhere}))
@@ -103,7 +105,7 @@ def test_sigkill_mid_trial_then_restart_loses_nothing(tiny, tiny_args, study_of,
     retried = [t for t in study.trials if t.system_attrs.get("failed_trial") == killed]
     assert len(retried) == 1 and retried[0].state == TrialState.COMPLETE
     assert retried[0].params == study.trials[killed].params
-    assert retried[0].user_attrs[WORKER_ATTR] == {"host": worker._HOST, "pid": os.getpid(), "trial": retried[0].number}
+    assert retried[0].user_attrs[WORKER_ATTR] == {"host": HOST, "pid": os.getpid(), "trial": retried[0].number}
     assert sum(t.state in FINISHED for t in study.trials) == 2
 
 

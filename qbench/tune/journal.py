@@ -24,12 +24,12 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from ..errors import QbenchError
 from ..results import atomic_write_bytes
 
-__all__ = ["open_journal", "TailCuttingLock", "torn_tail_size", "cut_torn_tail", "backup_path"]
+__all__ = ["open_journal", "TailCuttingLock"]
 
 _CHUNK = 1 << 16
 
 
-def torn_tail_size(path: Path) -> int:
+def _torn_tail_size(path: Path) -> int:
     """The number of bytes after the journal's last line end (0: it ends with a complete record, or is empty)."""
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
@@ -45,7 +45,7 @@ def torn_tail_size(path: Path) -> int:
         return end
 
 
-def backup_path(path: Path) -> Path:
+def _backup_path(path: Path) -> Path:
     """``<journal>.bak``, or ``<journal>.<n>.bak`` when earlier repairs left theirs."""
     candidate, n = path.with_name(f"{path.name}.bak"), 0
     while candidate.exists():
@@ -54,13 +54,13 @@ def backup_path(path: Path) -> Path:
     return candidate
 
 
-def cut_torn_tail(path: Path, log: Callable[[str], None]) -> Path | None:
+def _cut_torn_tail(path: Path, log: Callable[[str], None]) -> Path | None:
     """Truncate a torn last record, keeping the original as a backup; returns the backup's path, None when the
     journal was whole. Call it only while holding the journal's lock."""
-    torn = torn_tail_size(path)
+    torn = _torn_tail_size(path)
     if not torn:
         return None
-    backup = backup_path(path)
+    backup = _backup_path(path)
     try:
         atomic_write_bytes(backup, path.read_bytes())
         with open(path, "r+b") as f:
@@ -86,7 +86,7 @@ class TailCuttingLock(JournalFileSymlinkLock):
     def acquire(self) -> bool:
         super().acquire()
         try:
-            cut_torn_tail(self.journal, self.log)
+            _cut_torn_tail(self.journal, self.log)
         except BaseException:
             self.release()
             raise
@@ -100,7 +100,7 @@ def open_journal(path: Path, *, log: Callable[[str], None] = print) -> optuna.st
     path.parent.mkdir(parents=True, exist_ok=True)
     lock = TailCuttingLock(path, log)
     backend = JournalFileBackend(str(path), lock_obj=lock)  # creates the file
-    if torn_tail_size(path):  # cut it now, not at the first write: the log says so before anything else
+    if _torn_tail_size(path):  # cut it now, not at the first write: the log says so before anything else
         lock.acquire()
         lock.release()
     try:

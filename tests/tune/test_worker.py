@@ -33,13 +33,17 @@ def test_seed_makes_suggestions_reproducible(tiny):
 
 
 def test_parallel_workers_do_not_repeat_each_other(tiny):
-    """Two workers share a study (constant liar): their concurrent trials are seeded by their own numbers."""
+    """Two workers, each with its own sampler of the same tune.seed, share a study: their concurrent trials are
+    seeded by their own trial numbers, so they differ (a TPE seeded once per worker would suggest the same)."""
     cfg = tiny("tune.seed=3", "tune.n_trials=8")
 
     def concurrent_pair():
-        study = optuna.create_study(direction="maximize", sampler=make_sampler(cfg.tune, True))
-        first, second = study.ask(), study.ask()  # both running at once
-        return [t.suggest_float("lr", 1e-3, 1.0, log=True) for t in (first, second)]
+        storage = optuna.storages.InMemoryStorage()
+        first = optuna.create_study(study_name="s", storage=storage, direction="maximize",
+                                    sampler=make_sampler(cfg.tune, True))
+        second = optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(cfg.tune, True))
+        trials = first.ask(), second.ask()  # both running at once
+        return [t.suggest_float("lr", 1e-3, 1.0, log=True) for t in trials]
 
     pair = concurrent_pair()
     assert pair[0] != pair[1] and concurrent_pair() == pair

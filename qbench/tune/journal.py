@@ -33,6 +33,11 @@ def _torn_tail_size(path: Path) -> int:
     """The number of bytes after the journal's last line end (0: it ends with a complete record, or is empty)."""
     with open(path, "rb") as f:
         end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return 0
+        f.seek(end - 1)
+        if f.read(1) == b"\n":  # the usual case, checked before every append
+            return 0
         position = end
         while position > 0:
             start = max(0, position - _CHUNK)

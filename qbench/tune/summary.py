@@ -14,8 +14,15 @@ from ..config import SuiteConfig, recipe_dims
 from ..errors import QbenchError
 from ..results import ResultsLayout, atomic_write_json
 from ..run.runner import Cell
-from .space import DEFAULTS_ATTR, META_ATTR, SURPLUS_ATTR, StudySpec, format_params, method_space, \
-    overrides_from_params
+from .space import (
+    DEFAULTS_ATTR,
+    META_ATTR,
+    SURPLUS_ATTR,
+    StudySpec,
+    format_params,
+    method_space,
+    overrides_from_params,
+)
 from .storage import journal_path, open_storage, storage_label, storage_url
 
 __all__ = ["study_summary", "summary_path", "write_summary", "log_table", "tuned_overrides"]

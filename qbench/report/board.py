@@ -377,8 +377,11 @@ def _paper_fields(col: Column, group: pd.DataFrame, method: str, metric: str) ->
         # A record may hold only the overridden hyperparameters; the paper's setting is compared at the defaults.
         hparams = {**method_defaults(method), **recorded}
         policy = uniform(p if not is_missing(p) else None for p in group["policy"])
-        refs = match_paper_refs(dataset=col.dataset, arch=col.arch, bits=col.bits, method=method, policy=policy,
-                                hparams=hparams)
+        # Runs that differ in their per-layer precision are no one setting: no number is quoted for them.
+        layer_bits = uniform(json.loads(t) if isinstance(t, str) else None for t in group["layer_bits"])
+        if layer_bits is not None:
+            refs = match_paper_refs(dataset=col.dataset, arch=col.arch, bits=col.bits, method=method, policy=policy,
+                                    hparams=hparams, layer_bits=layer_bits)
     return {
         "paper_value": refs[0].value if refs else np.nan,
         "paper_source": refs[0].source if refs else "",

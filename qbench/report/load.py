@@ -370,7 +370,8 @@ def load_runs(results_dir: str | Path = "results", suite: str | None = None) -> 
     Columns: the result.json fields (:data:`RESULT_FIELDS`, NaN where a record lacks them) with the run's identity
     taken from its config's ``cell`` block (module docstring), the config flattened as ``cfg.<dotted.key>``, the
     method hyperparameters as ``hp.<name>``, the config's ``layer_bits`` as JSON text, env.json as ``env.<key>``,
-    ``run_dir`` and ``metrics`` (the list of per-epoch rows). Unreadable run folders are skipped with a logged warning (:func:`scan_runs` returns them).
+    ``run_dir`` and ``metrics`` (the list of per-epoch rows). Unreadable run folders are skipped with a logged
+    warning (:func:`scan_runs` returns them).
     """
     return scan_runs(results_dir, suite)[0]
 

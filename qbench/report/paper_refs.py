@@ -147,8 +147,8 @@ PAPER_REFS: tuple[PaperRef, ...] = (
              ("aqe",), policy="quantized", hparams=_AQE_RAMP, spec="methods.md §5"),
     PaperRef(91.0, _AQE, "CIFAR-10 ConvNet Model D, full precision", "cifar10", _MODEL_D, FP_BITS,
              ("fp",), spec="methods.md §5"),
-    # LSQ Table 1, ImageNet ResNet-18 (the numbers are the brief of issue #15 and match the paper as we recall it;
-    # the text was not available offline). §3: the first and last layers at 8 bits for weights and activations
+    # LSQ Table 1, ImageNet ResNet-18 (values from issue #15; they match the paper as we recall it, but its text was
+    # not available offline). §3: the first and last layers at 8 bits for weights and activations
     # (MQBench's academic setting copies this: its prepare_quant_academic says "to keep consistent with LSQ
     # implementation, the input layer and output layer are kept in 8-bit") — `int8_first_last`. Init from a trained
     # FP network; 70.5 is LSQ's own FP baseline.
@@ -227,6 +227,8 @@ def _policy_name(policy: Any) -> str | None:
 
 
 def _layer_bits(layer_bits: Mapping[str, Any]) -> dict[str, str] | None:
+    """{glob: "fp" | "same" | bit spec}, each value normalised (``w8a8`` → ``W8A8``); None when one is not a
+    precision."""
     try:
         return {str(glob): parse_layer_precision(value, f"layer_bits.{glob}") for glob, value in layer_bits.items()}
     except QbenchError:

@@ -9,8 +9,9 @@ Honesty rules the tables follow:
 * Ranks come with a bootstrap rank stability (seeds resampled within each cell, fixed RNG seed), because a rank decided
   by 0.1 points on three seeds is not a result.
 * Cost figures carry the device in the column header (:mod:`qbench.report.costs`).
-* Published numbers (:mod:`qbench.report.paper_refs`) are quoted only where dataset, arch, bits and method (and the
-  paper's policy / hyperparameters) match, in their own labelled column, and never ranked.
+* Published numbers (:mod:`qbench.report.paper_refs`) are quoted only where dataset, arch, bits, method, the layer
+  policy they were measured under (named in the text) and the hyperparameters the paper fixes match, in their own
+  labelled column, and never ranked.
 
 Byte stability: runs are sorted before anything is computed, the bootstrap uses a fixed seed, and no text holds a
 timestamp or an absolute path, so the same records always give the same tables.
@@ -535,8 +536,9 @@ def _header_and_notes(runs, suite, metric, columns, target, target_drop, target_
         notes.append("Cost figures are medians over seeds, per device; figures from different devices are never "
                      "compared" + ("; bench columns come from `qbench bench`." if has_bench else "."))
     if any(c.endswith("paper (source, setting)") for c in table.columns):
-        notes.append("paper (source, setting): published numbers, quoted where dataset, arch, bits and method (and "
-                     "the paper's policy / hyperparameters) match; not re-run here and not ranked.")
+        notes.append("paper (source, setting): published numbers, quoted where dataset, arch, bits, method, the layer "
+                     "policy they were measured under and the paper's hyperparameters match; not re-run here and not "
+                     "ranked.")
     # Failed and diverged runs are quoted with their error; so is an incomplete run whose record says why (a
     # result.json without a status). A killed run has nothing to quote: its cell counts it.
     has_error = ~runs["error"].map(is_missing)

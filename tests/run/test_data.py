@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +19,7 @@ from qbench.run.data import (
     DatasetSplits,
     collate_batched,
     random_crop_flip,
+    read_cifar,
     read_idx,
     stratified_split,
 )
@@ -411,3 +413,33 @@ def test_batched_samples_work_with_default_collate():
     assert images.shape == (3, 1, 2, 2) and labels.tolist() == [0, 1, 2]
     images, labels = collate_batched(batch)
     assert images is batch.images
+
+
+class _Planted:
+    """Pickles to a call that writes a marker file: what a planted data file would run on a plain pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_planted_cifar_pickle_is_refused_without_running_it(tmp_path, protocol):
+    """Issue #14: the CIFAR reader admits only the globals of the format (numpy arrays, bytes); a payload is one
+    DataError line naming the global, and nothing runs. Real-format files written with either protocol still load."""
+    make_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    images = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3, 32, 32)
+    with open(folder / "data_batch_2", "wb") as f:  # the genuine format, pickled with this protocol
+        pickle.dump({b"data": images.reshape(2, 3072), b"labels": [3, 4], b"batch_label": b"x"}, f, protocol=protocol)
+    x, y = read_cifar(folder / "data_batch_2")
+    assert np.array_equal(x, images) and y.tolist() == [3, 4]
+    marker = tmp_path / "marker"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _Planted(marker), b"labels": [0]}, f, protocol=protocol)
+    with pytest.raises(DataError) as exc:
+        build_datasets("cifar10", tmp_path)
+    assert "global" in str(exc.value) and "not part of the CIFAR format" in str(exc.value)
+    assert "\n" not in str(exc.value) and not marker.exists()

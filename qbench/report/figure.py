@@ -195,11 +195,12 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = COLUMN_WIDTH, h
     return fig, axes
 
 
-def legend_outside(fig, handles: Sequence, labels: Sequence[str], *, title: str | None = None):
-    """One figure legend at the right of every axes, in the order given; constrained layout makes room for it."""
+def legend_outside(fig, handles: Sequence, labels: Sequence[str], *, ncol: int = 4):
+    """One figure legend under every axes (and under the x labels), in the order given, in ``ncol`` columns;
+    constrained layout makes room for it."""
     if not handles:
         return None
-    return fig.legend(handles, labels, loc="outside right upper", frameon=False, title=title, borderaxespad=0.2)
+    return fig.legend(handles, labels, loc="outside lower center", ncol=min(ncol, len(labels)), frameon=False)
 
 
 _LINE_IN = 0.17  # inches per legend row at the legend font size

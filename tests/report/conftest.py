@@ -198,6 +198,10 @@ def layout_problems(fig) -> list[str]:
             if overlap(box, ax.get_window_extent(renderer)):
                 problems.append(f"legend {i} covers the panel {ax.get_title()!r}")
         problems += [f"legends {i} and {j} overlap" for j, other in enumerate(legend_boxes[:i]) if overlap(box, other)]
+    for text in fig.texts:  # the figure's title
+        if text.get_visible() and text.get_text():
+            problems += [f"legend {i} covers the title" for i, box in enumerate(legend_boxes)
+                         if overlap(box, text.get_window_extent(renderer))]
     labels = []
     for ax in data_axes:
         panel = ax.get_window_extent(renderer)

@@ -14,7 +14,7 @@ from qbench.report import build_leaderboard, load_runs
 from qbench.report.figure import (FAMILIES, METHOD_STYLES, MethodStyle, base_method, family_groups, figure_style,
                                   method_style)
 from qbench.report.plots import (accuracy_vs_bits_figure, curves_figure, pareto_figure, recurrence_figure,
-                                 write_plots)
+                                 recurrence_toy_figure, theory_training_figure, write_plots)
 
 ZOO = "zoo"
 
@@ -107,6 +107,19 @@ def test_zoo_figures_have_no_legend_or_label_outside_or_overlapping(zoo, layout_
             assert legends, name
         labelled = [t.get_text() for ax in figures["pareto"].axes for t in ax.texts]
         assert len(labelled) >= 10 and set(labelled) <= set(cells["bits"])  # labels where there is room, only there
+
+
+def test_theory_figures_read_too(layout_problems):
+    steps = range(0, 201)
+    curves = {name: [{"step": t, "loss": 10 ** (-t / (20 + i)), "loss_median": 10 ** (-t / (30 + i)),
+                      "theta": 2.0 / (1 + t / (5 + i)), "theta_median": 2.2 / (1 + t / (9 + i))} for t in steps]
+              for i, name in enumerate(["identity", "relu", "clipped_relu", "ste:alpha=1.0", "aqe"])}
+    rows = [{"loss_q": 1.0 + (t % 7) / 10, "hamming": (t % 7) / 20, "visit": t % 7 == 0} for t in range(4001)]
+    with figure_style():
+        figures = {"training": theory_training_figure(curves, title="theory-gaussian: coarse gradient descent, seed 0"),
+                   "toy": recurrence_toy_figure(rows, quantizer="binary", lr=0.05, optimum_loss=1.0)}
+        for name, fig in figures.items():
+            assert fig.legends and layout_problems(fig) == [], name
 
 
 def test_the_layout_check_catches_a_legend_on_the_data_and_colliding_labels(zoo, layout_problems):

@@ -16,7 +16,8 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 import qbench
-from qbench.report import build_leaderboard, load_runs, report, report_all
+from qbench.cli import main
+from qbench.report import TheoryBoard, build_leaderboard, load_runs, report, report_all
 from qbench.report.site import ASSET_FILES, SITE_DIR, suite_page
 
 DATA = Path(__file__).parent / "data"
@@ -175,3 +176,33 @@ def test_the_page_in_a_real_browser(site):
         finally:
             browser.close()
     assert SCREENSHOT.read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_cli_writes_one_suite_or_every_suite(site, tmp_path, capsys):
+    root, _ = site
+    assert main(["report", "suite=quickstart", f"results_dir={root}", "--format", "site", "--no-plots",
+                 "--out", str(tmp_path / "one")]) == 0
+    assert sorted(p.name for p in (tmp_path / "one").iterdir()) == ["index.html", "quickstart.csv", SITE_DIR]
+    assert main(["report", "--all", f"results_dir={root}", "--format", "site", "--no-plots",
+                 "--out", str(tmp_path / "all")]) == 0
+    assert capsys.readouterr().out.rstrip().endswith(f"site: {tmp_path / 'all' / 'index.html'}")
+    assert sorted(p.stem for p in (tmp_path / "all" / SITE_DIR).glob("*.html")) == ["quickstart", ZOO]
+    assert main(["report", "--all", "suite=quickstart", f"results_dir={root}"]) == 2
+    assert "only results_dir" in capsys.readouterr().err
+
+
+def test_a_theory_board_gets_a_page_with_its_own_columns_and_runs():
+    cells = pd.DataFrame({"part": ["estimator", "estimator", "recurrence"], "name": ["relu", "relu", "binary"],
+                          "metric": ["cos_mean", "cos_min", "n_visits"], "n": [1, 1, 1],
+                          "mean": [0.61, 0.02, 12.0]})
+    board = TheoryBoard("theory-toy", pd.DataFrame({"estimator": ["relu"]}), cells, header=["a `theory` suite"])
+    runs = pd.DataFrame({"suite": ["theory-toy"] * 2, "run_id": ["relu_s0", "binary_s0"], "status": ["complete"] * 2,
+                         "seed": [0, 0], "theory_part": ["estimator", "recurrence"], "estimator": ["relu", None],
+                         "quantizer": [None, "binary"]})
+    html = suite_page(board, runs)
+    data = json.loads(re.search(r'id="qbench-data">(.*?)</script>', html, re.S).group(1).replace("<\\/", "</"))
+    assert [c["key"] for c in data["columns"]] == list(cells.columns)
+    assert [f["label"] for f in data["filters"]] == ["part", "name", "metric"]
+    assert [r["cell"] for r in data["runs"]] == ["recurrence | binary", "estimator | relu"]
+    assert {r["_key"] for r in data["rows"]} == {"estimator | relu", "recurrence | binary"}
+    assert "<code>theory</code>" in html and "estimator or quantizer and check" in html

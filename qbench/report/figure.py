@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -183,16 +184,21 @@ def figure_style() -> Iterator[None]:
         yield
 
 
-def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = COLUMN_WIDTH, height: float = 2.4,
-               sharex: bool | str = False, sharey: bool | str = False):
-    """A headless figure of ``width`` × ``height`` inches with constrained layout, and its axes grid (2-D)."""
+def _blank_figure(width: float, height: float):
+    """A headless figure of ``width`` × ``height`` inches with constrained layout."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(width, height), layout="constrained")
     FigureCanvasAgg(fig)  # attaches the Agg canvas: rendering needs no display
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
-    return fig, axes
+    return fig
+
+
+def new_figure(nrows: int = 1, ncols: int = 1, *, width: float = COLUMN_WIDTH, height: float = 2.4,
+               sharex: bool | str = False, sharey: bool | str = False):
+    """A headless figure of ``width`` × ``height`` inches with constrained layout, and its axes grid (2-D)."""
+    fig = _blank_figure(width, height)
+    return fig, fig.subplots(nrows, ncols, squeeze=False, sharex=sharex, sharey=sharey)
 
 
 def legend_outside(fig, handles: Sequence, labels: Sequence[str], *, ncol: int = 4):
@@ -214,7 +220,7 @@ def legend_columns(labels: Sequence[str], width: float) -> int:
 
 def legend_height(n_entries: int, ncol: int) -> float:
     """Inches a legend of ``n_entries`` in ``ncol`` columns needs."""
-    return -(-n_entries // max(1, ncol)) * _LINE_IN + 0.12
+    return math.ceil(n_entries / max(1, ncol)) * _LINE_IN + 0.12
 
 
 def panel_grid(nrows: int, ncols: int, *, width: float, panel_height: float, legend: str = "below",
@@ -223,13 +229,8 @@ def panel_grid(nrows: int, ncols: int, *, width: float, panel_height: float, leg
     data panel: one under each column (``legend="below"``, ``legend_size`` inches high) or one right of each row
     (``legend="right"``, ``legend_size`` inches wide). Panels of a row share their y axis when ``sharey``. Returns
     the figure, the data axes (2-D) and the legend axes (a list)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     below = legend == "below"
-    height = panel_height * nrows + (legend_size if below else 0.0)
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)  # attaches the Agg canvas: rendering needs no display
+    fig = _blank_figure(width, panel_height * nrows + (legend_size if below else 0.0))
     if below:
         grid = fig.add_gridspec(nrows + 1, ncols, height_ratios=[panel_height] * nrows + [legend_size])
     else:

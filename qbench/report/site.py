@@ -31,9 +31,8 @@ import pandas as pd
 from .. import __version__
 from ..results import atomic_write_bytes, atomic_write_text
 from .board import Leaderboard
-from .load import is_missing
 from .render import Board, table_html
-from .site_data import runs_table, site_columns, site_filters, site_rows, summary
+from .site_data import description, runs_table, site_columns, site_filters, site_rows, summary
 
 __all__ = ["SITE_DIR", "ASSET_FILES", "suite_page", "index_page", "write_site", "write_index"]
 
@@ -116,20 +115,12 @@ def suite_page(board: Board, runs: pd.DataFrame, *, figures: Sequence[Path] = ()
     data = {"suite": board.suite, "kind": board.kind, "metric": getattr(board, "metric", ""),
             "columns": [c.spec() for c in columns], "rows": rows,
             "filters": site_filters(board, rows), "runs": runs_table(board, runs)}
-    description = _uniform_text(runs, "cfg.description")
     return _template("suite.html.j2").render(
-        board=board, description=description, data_json=_script_json(data), footnotes=footnotes,
+        board=board, description=description(runs), data_json=_script_json(data), footnotes=footnotes,
         tables=[(table.heading, table_html(table)) for table in board.tables()],
         figures=_figures(board.suite, figures, out_dir), downloads=[(p.suffix[1:].upper(), p.name) for p in downloads],
         version=__version__, metric=getattr(board, "metric", ""), is_train=isinstance(board, Leaderboard),
     )
-
-
-def _uniform_text(runs: pd.DataFrame, column: str) -> str:
-    if column not in runs.columns:
-        return ""
-    values = sorted({" ".join(str(v).split()) for v in runs[column] if not is_missing(v) and str(v).strip()})
-    return values[0] if len(values) == 1 else ""
 
 
 def index_page(summaries: Sequence[dict]) -> str:

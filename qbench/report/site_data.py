@@ -26,8 +26,8 @@ from .display import fmt_seconds, fmt_size, status_words
 from .figure import method_family, method_style
 from .load import ENV_PREFIX, is_missing
 
-__all__ = ["SiteColumn", "site_columns", "site_rows", "site_filters", "runs_table", "summary", "cell_key",
-           "FILTER_FIELDS"]
+__all__ = ["SiteColumn", "site_columns", "site_rows", "site_filters", "runs_table", "description", "summary",
+           "cell_key", "FILTER_FIELDS"]
 
 #: the columns a page offers as filters (when present with two or more values), in this order
 FILTER_FIELDS = ("method", "family", "dataset", "arch", "bits", "policy", "tuned", "part", "name", "metric")
@@ -74,11 +74,13 @@ class SiteColumn:
     numeric: bool = True
     frozen: bool = False
     swatch: bool = False
+    ascending: bool = False  # the first click sorts ascending (lower is better: ranks, times, memory)
 
     def spec(self) -> dict:
         """What the page's script needs to build the column."""
         return {"key": self.key, "title": self.title, "group": self.group, "tooltip": self.tooltip,
-                "numeric": self.numeric, "frozen": self.frozen, "swatch": self.swatch, "source": self.source}
+                "numeric": self.numeric, "frozen": self.frozen, "swatch": self.swatch, "source": self.source,
+                "ascending": self.ascending}
 
 
 def _num(value: Any) -> float | None:
@@ -133,7 +135,7 @@ def _result_columns(frame: pd.DataFrame, metric: str, decimals: int = 2) -> list
         tip.append(f"full precision: {value!r}")
         return value, text, "; ".join(tip)
 
-    cols.append(SiteColumn("mean", metric, "mean", mean, group="result",
+    cols.append(SiteColumn("mean", metric, "mean", mean, group="result", ascending=metric.endswith("loss"),
                            tooltip=f"{metric}: mean ± std over seeds (std with ddof=1; no ± for one seed)"))
 
     def seeds(row):
@@ -171,14 +173,14 @@ def _result_columns(frame: pd.DataFrame, metric: str, decimals: int = 2) -> list
             tip = f"kept in {stability:.0%} of the bootstrap resamples" if stability is not None else \
                 "no stability for a single seed"
             return value, f"{int(value)}", tip
-        cols.append(SiteColumn("rank", "rank", "rank", rank, group="result",
+        cols.append(SiteColumn("rank", "rank", "rank", rank, group="result", ascending=True,
                                tooltip="1 = best mean among the methods of the same setting (ties share a rank)"))
         if "rank_stability" in frame and frame["rank_stability"].notna().any():
             cols.append(_number_column("rank_stability", "stability", "{:.2f}", group="result",
                                        tooltip="fraction of bootstrap resamples of the seeds (within each cell) in "
                                                "which the method keeps its rank"))
     if "mean_rank" in frame and frame["mean_rank"].notna().any():
-        cols.append(_number_column("mean_rank", "mean rank", "{:.2f}", group="result",
+        cols.append(_number_column("mean_rank", "mean rank", "{:.2f}", group="result", ascending=True,
                                    tooltip="mean rank over the quantized settings; a setting where the method ran "
                                            "but has no result counts as last"))
     return cols
@@ -214,7 +216,7 @@ def _cost_columns(frame: pd.DataFrame) -> tuple[list[SiteColumn], list[tuple[str
             key = name.split(" [")[0]
             title, fmt = _COST_NAMES.get(key, (key.replace("_", " "), "{:.4g}"))
             tip = f"{_COST_TIPS.get(key, key.replace('_', ' '))} [{setting}]"
-            column = _number_column(name, title, fmt, group=group, tooltip=tip)
+            column = _number_column(name, title, fmt, group=group, tooltip=tip, ascending=not key.endswith("img_s"))
             if key == "time_to_target_s":
                 column = _time_to_target(name, setting, column)
             cols.append(column)
@@ -243,7 +245,7 @@ def _other_columns(frame: pd.DataFrame) -> list[SiteColumn]:
         def size(row):
             value = _num(row.get("model_size_bits"))
             return (None, "—", "") if value is None else (value, fmt_size(value), f"{value:,.0f} bits")
-        cols.append(SiteColumn("model_size_bits", "model size", "model_size_bits", size, group="model",
+        cols.append(SiteColumn("model_size_bits", "model size", "model_size_bits", size, group="model", ascending=True,
                                tooltip="size of the weights at their bit-widths (median over seeds)"))
     if "tune_trials" in frame and frame["tune_trials"].notna().any():
         def trials(row):
@@ -349,10 +351,6 @@ def _git(value: Any) -> str:
     return "" if is_missing(value) else str(value)[:12]
 
 
-def _run_value(run: pd.Series, metric: str) -> float | None:
-    return _num(run.get(metric)) if metric else None
-
-
 def runs_table(board, runs: pd.DataFrame) -> list[dict]:
     """The runs of the page: one dict per run with its cell key, seed, status, the board's metric, epochs, wall
     time, the commit and versions of its ``env.json``, and the command that reproduces it."""
@@ -360,6 +358,7 @@ def runs_table(board, runs: pd.DataFrame) -> list[dict]:
         return []
     runs = runs.sort_values("run_id", kind="stable")
     train = isinstance(board, Leaderboard)
+    metric = getattr(board, "metric", "")
     labels = label_runs(runs) if train else None
     out = []
     for index, (_, run) in enumerate(runs.iterrows()):
@@ -373,7 +372,7 @@ def runs_table(board, runs: pd.DataFrame) -> list[dict]:
         seed = _num(run.get("seed"))
         out.append({
             "cell": key, "run_id": str(run["run_id"]), "seed": None if seed is None else int(seed),
-            "status": str(run["status"]), "value": _run_value(run, getattr(board, "metric", "")),
+            "status": str(run["status"]), "value": _num(run.get(metric)) if metric else None,
             "epochs": _epochs(run), "wall_time": "" if _num(run.get("wall_time_s")) is None
             else fmt_seconds(float(run["wall_time_s"])),
             "commit": _git(run.get(f"{ENV_PREFIX}git_sha")),
@@ -393,16 +392,20 @@ def _epochs(run: pd.Series) -> str:
     return f"{int(done)}/{int(planned)}" if planned is not None else f"{int(done)}"
 
 
+def description(runs: pd.DataFrame) -> str:
+    """The suite's one-line description (its config's ``description``), when its runs agree on one."""
+    if "cfg.description" not in runs.columns:
+        return ""
+    texts = {" ".join(str(v).split()) for v in runs["cfg.description"] if not is_missing(v) and str(v).strip()}
+    return texts.pop() if len(texts) == 1 else ""
+
+
 def summary(board, runs: pd.DataFrame) -> dict:
     """What the index shows of a suite: title, description, counts, settings, and the best row of each quantized
     setting (a training suite)."""
     status = Counter(runs["status"]) if "status" in runs else Counter()
-    description = ""
-    if "cfg.description" in runs:
-        texts = {" ".join(str(v).split()) for v in runs["cfg.description"] if not is_missing(v)}
-        description = texts.pop() if len(texts) == 1 else ""
     out: dict[str, Any] = {
-        "suite": board.suite, "title": board.title, "kind": board.kind, "description": description,
+        "suite": board.suite, "title": board.title, "kind": board.kind, "description": description(runs),
         "runs": int(len(runs)), "status": {s: int(status[s]) for s in status_words(status)}, "best": [],
         "settings": [],
         "methods": int(runs["method"].nunique()) if "method" in runs else 0,

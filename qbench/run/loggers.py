@@ -89,7 +89,7 @@ def metric_tags(row: Mapping[str, Any]) -> dict[str, float]:
 
 def _final(result: Mapping[str, Any]) -> dict[str, float]:
     return {f"final/{tag}": value for tag, value in metric_tags(result).items()
-            if not tag.startswith(("schema_version", "seed", "wbits", "abits", "epochs"))}
+            if not tag.startswith(("schema_version", "seed", "wbits", "abits", "epochs", "tuned"))}
 
 
 def _flat(config: Mapping, prefix: str = "") -> dict[str, str]:

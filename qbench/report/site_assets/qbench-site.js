@@ -13,7 +13,7 @@
     var def = {
       title: spec.title, field: spec.key, headerTooltip: spec.tooltip || spec.title,
       sorter: spec.numeric ? "number" : "string", sorterParams: {alignEmptyValues: "bottom"},
-      hozAlign: spec.numeric ? "right" : "left", frozen: spec.frozen, headerSortStartingDir: spec.numeric ? "desc" : "asc",
+      hozAlign: spec.numeric ? "right" : "left", frozen: spec.frozen, headerSortStartingDir: spec.numeric && !spec.ascending ? "desc" : "asc",
       formatter: function (cell) {
         var row = cell.getData();
         var text = esc(row[spec.key + "__text"]);

@@ -142,7 +142,7 @@ def _cmd_report(args) -> int:
 
 
 def _report_all(args) -> int:
-    settings = dict(item.split("=", 1) for item in args.overrides)
+    settings = dict(item.partition("=")[::2] for item in args.overrides)
     if set(settings) - {"results_dir"} or args.where or args.plugin:
         raise QbenchError("qbench report --all takes no suite, filter or plugin; only results_dir=<folder>")
     paths = report_all(settings.get("results_dir", "results"), out_dir=args.out, formats=args.formats,

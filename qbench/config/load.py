@@ -23,7 +23,7 @@ __all__ = ["load_config", "stage_configs", "with_overrides", "get_value", "list_
            "to_yaml", "mask_url", "url_passwords"]
 
 _SHORTHANDS = {"method": "methods", "arch": "model.archs", "seed": "seeds", "policy": "policies"}
-_LIST_KEYS = {"methods", "model.archs", "seeds", "policies", "bits", "plugins"}
+_LIST_KEYS = {"methods", "model.archs", "seeds", "policies", "bits", "plugins", "loggers"}
 _STAGE_FORBIDDEN = ("name", "stage", "stages", "kind", "results_dir", "shard")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 

@@ -12,7 +12,7 @@ from typing import Any
 from ..bits import parse_bits
 from ..errors import ConfigError
 from .policy import SAME, parse_layer_precision, parse_policy
-from .schema import (AMP_ALIASES, DATASETS, KINDS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
+from .schema import (AMP_ALIASES, DATASETS, KINDS, LOGGERS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
                      BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
 from .space import is_number, recipe_dims
 
@@ -134,6 +134,14 @@ def validate(cfg: SuiteConfig) -> None:
         _validate_theory(cfg.theory)
     if cfg.shard is not None:
         parse_shard(cfg.shard)
+    _validate_loggers(cfg.loggers)
+
+
+def _validate_loggers(loggers: list) -> None:
+    for name in loggers:
+        _choice("loggers entry", name, LOGGERS, "from " + ", ".join(LOGGERS) + " (or loggers=[] for none)")
+    if len(set(loggers)) != len(loggers):
+        raise ConfigError(f"loggers={list(loggers)} lists a logger twice; give each once")
 
 
 def _validate_tune(t: TuneConfig) -> None:

@@ -1,5 +1,6 @@
-"""Asymptotic quantized estimator (AQE: Chen, Liu, Zhang, Hou, Yang, *Learning low-precision neural networks
-without straight-through estimator (STE)*, arXiv 2003.04296, eq. 18-22; spec §5).
+"""Asymptotic quantized estimator (AQE: Chen, Liu, Zhang, Hou, Yang, *Propagating asymptotic-estimated gradients for
+low bitwidth quantized neural networks*, IEEE JSTSP 2020, arXiv 2003.04296, eq. 18-22; spec §5, whose title was
+another paper's).
 
 Training forward ĥ = α·h(a) + (1−α)·a for activations and Ŵ = α·h(W) + (1−α)·W for weights; backward
 ∂L/∂a = 2α·∂L/∂ĥ·1{|a| ≤ 1} (at α = ½ exactly the BNN STE, Theorems 1-2); evaluation uses the hard h. h is sign
@@ -52,7 +53,8 @@ class AQE(Method):
     """Asymptotic quantized estimator: blend α·h(x) + (1−α)·x with a 2α-scaled hard-tanh backward, clipped weights."""
 
     family = "activation estimator"
-    paper = "Chen et al., Learning low-precision neural networks without STE, JSTSP 2020, arXiv 2003.04296"
+    paper = ("Chen et al., Propagating asymptotic-estimated gradients for low bitwidth quantized neural networks, "
+             "IEEE JSTSP 2020, arXiv 2003.04296")
     paper_policy = "all layers quantized incl. first and last, except the network input"
     activation_types = (nn.ReLU, nn.ReLU6, nn.Hardtanh)
     hparams = {

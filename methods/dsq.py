@@ -17,7 +17,8 @@ bridging full-precision and low-bit neural networks*, ICCV 2019, arXiv 1908.0503
   training forward is Q_S itself. Evaluation is always hard (sgn(φ): the uniform quantizer), so
   ``freeze_quantized`` exports the grid values.
 * α₀ = 0.2 and the clamp [1e-4, 0.5] are our [choice] (tunable).
-Paper layer policy: first and last layer floating point.
+Paper layer policy: first and last layer floating point — issue #15's audit says 8 bits (``int8_first_last``); the
+paper was not available to settle it.
 """
 
 from __future__ import annotations

@@ -14,8 +14,7 @@ quantization*, ICLR 2020, arXiv 1902.08153; spec §10). The building blocks are 
   "step"; ``step_weight_decay`` gives the steps their own decay). ``per_channel=True`` (one step per output channel)
   is an extension, not in the paper.
 Bit-widths: 2–8 (the paper reports 2, 3, 4, 8; a signed 1-bit grid has Q_P = 0, so W1/A1 are left out).
-Paper layer policy: first and last layers at 8 bits (qbench's ``fp`` policy keeps them float; ``quantized`` puts
-them at the suite's bit-width).
+Paper layer policy: first and last layers at 8 bits — ``policy=int8_first_last`` (suites/imagenet-w4a4.yaml).
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ class LSQ(Method):
 
     family = "weight quantizer"
     paper = "Esser et al., Learned step size quantization, ICLR 2020, arXiv 1902.08153"
-    paper_policy = "first and last layers at 8 bits (qbench fp policy: float)"
+    paper_policy = "first and last layers at 8 bits (qbench policy int8_first_last)"
     weight_bits = _BITS
     activation_bits = _BITS
     hparams = {

@@ -12,7 +12,8 @@ Parameterized clipping activation for quantized neural networks*, arXiv 1805.060
 * Weights: the paper quantizes weights with DoReFa's scheme (§4): :class:`qbench.quant.dorefa.DoReFaWeight` (DoReFa
   eq. 9; E|w|·sign at 1 bit), shared with the ``dorefa`` method.
 Inputs of quantized layers that are not ReLU outputs are outside the paper; they use qbench's EMA min-max input
-quantizer (spec §2 placement [choice]). Paper layer policy: first and last layer floating point.
+quantizer (spec §2 placement [choice]). Paper layer policy: first and last layer floating point — issue #15's audit
+says 8 bits (``int8_first_last``, what qbench/report/paper_refs.py assumes); §4 was not available to settle it.
 Note: α₀ = 10 assumes the network can scale its pre-activations (affine BN); with LeNet-5's affine-free BN the
 pre-activations are ~N(0, 1), and at 2 bits (threshold α/6 ≈ 1.7) most of them round to 0 while α stays near 10 —
 α only moves through clipped inputs and its decay. Lower ``alpha_init`` for such models (it is in the search space).

@@ -17,7 +17,7 @@ from .bench import bench_suite
 from .config import list_suites, load_config, to_yaml
 from .errors import QbenchError
 from .registry import get_method_class, list_methods, load_plugin
-from .report import build_leaderboard, load_runs, report
+from .report import build_leaderboard, load_runs, report, report_all
 from .run.distributed import is_main, session
 from .run.models import ARCHS
 from .run.runner import run_suite
@@ -50,10 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     tune = with_overrides(sub.add_parser("tune", help="equal-budget Optuna tuning of each method of a suite"))
     tune.add_argument("--no-progress", action="store_true")
 
-    report = with_overrides(sub.add_parser("report", help="write leaderboards (md/csv/html/tex) and plots"))
+    report = with_overrides(sub.add_parser("report", help="write leaderboards (md/csv/html/tex, web site) and plots"))
     report.add_argument("--where", action="append", default=[], metavar="key=value", help="filter runs")
-    report.add_argument("--format", dest="formats", action="append", choices=["md", "csv", "html", "tex"],
-                        help="output format (repeatable; default all)")
+    report.add_argument("--format", dest="formats", action="append", choices=["md", "csv", "html", "tex", "site"],
+                        help="output format (repeatable; default md, csv, html, tex); site: a static web site, "
+                             "index.html + site/<suite>.html, that opens from disk")
+    report.add_argument("--all", dest="all_suites", action="store_true",
+                        help="every suite with run records in results_dir (no suite=; results_dir=... may be given)")
     report.add_argument("--out", metavar="DIR", help="output folder (default <results_dir>/leaderboards)")
     report.add_argument("--no-plots", action="store_true")
 
@@ -124,6 +127,8 @@ def _cmd_tune(args) -> int:
 
 
 def _cmd_report(args) -> int:
+    if args.all_suites:
+        return _report_all(args)
     cfg = _load(args)
     paths = report(cfg.name, results_dir=cfg.results_dir, out_dir=args.out, where=args.where or None,
                    formats=args.formats, plots=not args.no_plots)
@@ -133,6 +138,20 @@ def _cmd_report(args) -> int:
     if md:
         print()
         print(Path(md[0]).read_text())
+    return 0
+
+
+def _report_all(args) -> int:
+    settings = dict(item.partition("=")[::2] for item in args.overrides)
+    if set(settings) - {"results_dir"} or args.where or args.plugin:
+        raise QbenchError("qbench report --all takes no suite, filter or plugin; only results_dir=<folder>")
+    paths = report_all(settings.get("results_dir", "results"), out_dir=args.out, formats=args.formats,
+                       plots=not args.no_plots)
+    for p in paths:
+        print(p)
+    index = [p for p in paths if p.name == "index.html"]
+    if index:
+        print(f"\nsite: {index[0]}")
     return 0
 
 

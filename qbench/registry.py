@@ -178,10 +178,10 @@ def method_label(spec: str) -> str:
 
 
 def supported_bits(spec: str, bits_list: Iterable[Any],
-                   on_unsupported: Callable[[str], None] | None = None) -> list[str]:
-    """The bit-widths of ``bits_list`` that the method of ``spec`` supports, normalised (``"W1A4"``); each one left
-    out (``Method.unsupported_bits``: e.g. a weight-only method at W1A1) is reported to ``on_unsupported``. An unknown
-    method keeps every bit-width: it fails with its own one-line error where it is created."""
+                   on_unsupported: Callable[[str], None] | None = None) -> list[Bits]:
+    """The bit-widths of ``bits_list`` (specs such as ``"W1A4"``) that the method of ``spec`` supports, parsed; each one
+    left out (``Method.unsupported_bits``: e.g. a weight-only method at W1A1) is reported to ``on_unsupported``. An
+    unknown method keeps every bit-width: it fails with its own one-line error where it is created."""
     try:
         method_class = get_method_class(parse_method_spec(spec)[0])
     except QbenchError:
@@ -191,7 +191,7 @@ def supported_bits(spec: str, bits_list: Iterable[Any],
         parsed = parse_bits(bits)
         reason = method_class.unsupported_bits(parsed) if method_class is not None else None
         if reason is None:
-            kept.append(str(parsed))
+            kept.append(parsed)
         elif on_unsupported is not None:
             on_unsupported(f"{spec} {parsed}: left out, {reason}")
     return kept

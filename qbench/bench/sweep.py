@@ -79,8 +79,8 @@ def bench_pairs(methods: Iterable[str], bits_list: Iterable[str] | Mapping[str, 
         if method == "fp":
             continue
         for bits in supported_bits(method, bits_list.get(method, ()) if isinstance(bits_list, Mapping) else bits_list):
-            if (method, bits) not in out:
-                out.append((method, bits))
+            if (method, str(bits)) not in out:
+                out.append((method, str(bits)))
     return out
 
 

@@ -20,10 +20,10 @@ from .schema import SEEDS_AUTO, SuiteConfig
 from .validate import validate
 
 __all__ = ["load_config", "stage_configs", "with_overrides", "get_value", "list_suites", "suite_path", "to_dict",
-           "to_yaml"]
+           "to_yaml", "mask_url", "url_passwords"]
 
 _SHORTHANDS = {"method": "methods", "arch": "model.archs", "seed": "seeds", "policy": "policies"}
-_LIST_KEYS = {"methods", "model.archs", "seeds", "policies", "bits", "plugins"}
+_LIST_KEYS = {"methods", "model.archs", "seeds", "policies", "bits", "plugins", "loggers"}
 _STAGE_FORBIDDEN = ("name", "stage", "stages", "kind", "results_dir", "shard")
 _STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]*$")
 
@@ -276,13 +276,46 @@ def _plain(value: Any) -> Any:
 
 
 
+# A database password in a URL, percent-encoded or not: in the user part everything from the user name's ':' to the
+# last '@' (an unencoded '/', '@' or '?' in the password is still hidden), and a query parameter (?password=, passwd,
+# pwd).
+_URL_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^:/?#@]*):(.*)@")
+_QUERY_PASSWORD = re.compile(r"([?&;](?:password|passwd|pwd)=)([^&;#]*)", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (what records, logs and messages show of ``tune.storage``)."""
+    masked = _URL_PASSWORD.sub(r"\1:***@", str(url), count=1)
+    return _QUERY_PASSWORD.sub(r"\1***", masked)
+
+
+def url_passwords(url: str) -> list[str]:
+    """The passwords :func:`mask_url` hides, as written in ``url`` (to hide them in a driver's error text too)."""
+    user = _URL_PASSWORD.match(str(url))
+    found = [user.group(2)] if user else []
+    return [p for p in found + [m.group(2) for m in _QUERY_PASSWORD.finditer(str(url))] if p]
+
+
+def _mask_storage(node: Any) -> Any:
+    tune = node.get("tune") if isinstance(node, Mapping) else None
+    if isinstance(tune, Mapping) and tune.get("storage"):
+        return {**node, "tune": {**tune, "storage": mask_url(tune["storage"])}}
+    return node
+
+
 def to_dict(cfg: SuiteConfig | DictConfig | Mapping) -> dict:
-    """A plain nested dict (what ``config.yaml`` holds)."""
+    """A plain nested dict (what ``config.yaml`` holds), the password of ``tune.storage`` masked (:func:`mask_url`):
+    records and ``qbench show`` never hold it."""
     if dataclasses.is_dataclass(cfg):
-        return dataclasses.asdict(cfg)
-    if isinstance(cfg, DictConfig):
-        return OmegaConf.to_container(cfg, resolve=True)
-    return dict(cfg)
+        plain = dataclasses.asdict(cfg)
+    elif isinstance(cfg, DictConfig):
+        plain = OmegaConf.to_container(cfg, resolve=True)
+    else:
+        plain = dict(cfg)
+    plain = _mask_storage(plain)
+    if isinstance(plain.get("stages"), list):
+        plain["stages"] = [_mask_storage(stage) for stage in plain["stages"]]
+    return plain
 
 
 def to_yaml(cfg: SuiteConfig | DictConfig | Mapping) -> str:

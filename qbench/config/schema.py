@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
     "RecurrenceConfig", "KINDS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "AMP_ALIASES",
-    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "SEEDS_AUTO",
+    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO",
 ]
 
 KINDS = ("train", "theory")
@@ -21,6 +21,7 @@ PRUNERS = ("hyperband", "median", "none")
 RECURRENCE_QUANTIZERS = ("binary", "ternary")  # the REC toy's weight quantizers (spec §6)
 THEORY_ESTIMATORS = ("identity", "relu", "clipped_relu")  # closed forms of spec §8; any method spec works too
 SEEDS_AUTO = "auto"  # `seeds: auto`: sequential seeds (qbench.paired.plan_seeds), between seeds_min and seeds_max
+LOGGERS = ("tensorboard", "mlflow", "wandb")  # experiment trackers a training run can also write to (qbench.run.loggers)
 # Spellings accepted for train.amp / bench.amp_dtype, normalised to AMP_MODES (YAML's `false` arrives as "False").
 AMP_ALIASES = {"false": "false", "none": "false", "fp32": "false", "float32": "false", "": "false",
                 "true": "bf16", "bf16": "bf16", "bfloat16": "bf16", "fp16": "fp16", "float16": "fp16", "half": "fp16"}
@@ -179,3 +180,6 @@ class SuiteConfig:
     # model, then continue it under other estimators: mnist-lenet5-repel). Run ids start with "<stage>_".
     stages: List[Dict[str, Any]] = field(default_factory=list)
     stage: str = ""  # set by stage_configs: the stage a resolved config belongs to
+    # Experiment trackers each training run also writes to (one of LOGGERS each; none by default): per-epoch metrics,
+    # the recurrence diagnostics and the resolved config. Never part of a run's result fingerprint.
+    loggers: List[str] = field(default_factory=list)

@@ -13,7 +13,8 @@ from ..bits import parse_bits
 from ..errors import ConfigError
 from ..paired import MIN_SEEDS
 from .policy import SAME, parse_layer_precision, parse_policy
-from .schema import (AMP_ALIASES, DATASETS, KINDS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES, SEEDS_AUTO,
+from .schema import (AMP_ALIASES, DATASETS, KINDS, LOGGERS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
+                     SEEDS_AUTO,
                      BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
 from .space import is_number, recipe_dims
 
@@ -131,6 +132,14 @@ def validate(cfg: SuiteConfig) -> None:
         _validate_theory(cfg.theory)
     if cfg.shard is not None:
         parse_shard(cfg.shard)
+    _validate_loggers(cfg.loggers)
+
+
+def _validate_loggers(loggers: list) -> None:
+    for name in loggers:
+        _choice("loggers entry", name, LOGGERS, "from " + ", ".join(LOGGERS) + " (or loggers=[] for none)")
+    if len(set(loggers)) != len(loggers):
+        raise ConfigError(f"loggers={list(loggers)} lists a logger twice; give each once")
 
 
 def _validate_seeds(cfg: SuiteConfig) -> None:

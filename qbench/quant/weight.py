@@ -95,7 +95,11 @@ def _ternary_exact_parts(w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
 
 
 def ternary_exact(w: Tensor) -> Tensor:
-    """Exact L2 projection onto ternary tensors α·{0, ±1}ⁿ (LBW, b = 2), O(N log N) by one sort."""
+    """Exact L2 projection onto ternary tensors α·{0, ±1}ⁿ (LBW, b = 2), O(N log N) by one sort.
+
+    On N(0, 1) weights its threshold is ≈ 0.767·mean|w| and its relative squared error ‖w − Q‖²/‖w‖² is 0.1902,
+    against 0.1916 for the TWN rule (:func:`ternary_twn`); closed form 1 − (2φ(t))²/(2Φ̄(t)) at the best t and at
+    t = 0.7·mean|w| (tests/quant/test_weight.py). The spec's "0.1916 against 0.1930" was off by 0.0014 (issue #15)."""
     order, k_star, alpha, _ = _ternary_exact_parts(w)
     support = torch.zeros(w.numel(), dtype=w.dtype, device=w.device)
     # Exactly the k* largest magnitudes: indexing by rank (not by a |w| ≥ a_k* test) keeps ties at the threshold

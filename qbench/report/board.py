@@ -11,8 +11,9 @@ Honesty rules the tables follow:
   better, the top group (rank 1) is bold, and a column with fewer than three paired seeds says that no test was
   possible. A rank decided by 0.1 points on three seeds is not a result.
 * Cost figures carry the device in the column header (:mod:`qbench.report.costs`).
-* Published numbers (:mod:`qbench.report.paper_refs`) are quoted only where dataset, arch, bits and method (and the
-  paper's policy / hyperparameters) match, in their own labelled column, and never ranked.
+* Published numbers (:mod:`qbench.report.paper_refs`) are quoted only where dataset, arch, bits, method, the layer
+  policy they were measured under (named in the text) and the hyperparameters the paper fixes match, in their own
+  labelled column, and never ranked.
 
 Byte stability: runs are sorted before anything is computed, the permutation test uses a fixed seed, and no text
 holds a timestamp or an absolute path, so the same records always give the same tables.
@@ -415,8 +416,11 @@ def _paper_fields(col: Column, group: pd.DataFrame, method: str, metric: str) ->
         # A record may hold only the overridden hyperparameters; the paper's setting is compared at the defaults.
         hparams = {**method_defaults(method), **recorded}
         policy = uniform(p if not is_missing(p) else None for p in group["policy"])
-        refs = match_paper_refs(dataset=col.dataset, arch=col.arch, bits=col.bits, method=method, policy=policy,
-                                hparams=hparams)
+        # Runs that differ in their per-layer precision are no one setting: no number is quoted for them.
+        layer_bits = uniform(json.loads(t) if isinstance(t, str) else None for t in group["layer_bits"])
+        if layer_bits is not None:
+            refs = match_paper_refs(dataset=col.dataset, arch=col.arch, bits=col.bits, method=method, policy=policy,
+                                    hparams=hparams, layer_bits=layer_bits)
     return {
         "paper_value": refs[0].value if refs else np.nan,
         "paper_source": refs[0].source if refs else "",
@@ -557,8 +561,9 @@ def _header_and_notes(runs, suite, metric, columns, target, target_drop, target_
         notes.append("Cost figures are medians over seeds, per device; figures from different devices are never "
                      "compared" + ("; bench columns come from `qbench bench`." if has_bench else "."))
     if any(c.endswith("paper (source, setting)") for c in table.columns):
-        notes.append("paper (source, setting): published numbers, quoted where dataset, arch, bits and method (and "
-                     "the paper's policy / hyperparameters) match; not re-run here and not ranked.")
+        notes.append("paper (source, setting): published numbers, quoted where dataset, arch, bits, method, the layer "
+                     "policy they were measured under and the paper's hyperparameters match; not re-run here and not "
+                     "ranked.")
     # Failed and diverged runs are quoted with their error; so is an incomplete run whose record says why (a
     # result.json without a status). A killed run has nothing to quote: its cell counts it.
     has_error = ~runs["error"].map(is_missing)

@@ -3,16 +3,15 @@ over the quantized columns on one axis, Nemenyi's critical difference as a bar a
 group of methods that are not significantly different (all of them when Friedman's test does not reject).
 
 Drawn on a ``matplotlib.figure.Figure`` with the Agg canvas (headless whatever backend the user configured, no global
-pyplot state), as :mod:`qbench.report.plots` does; written as PNG and SVG, atomically and byte-stable (no date or
-software metadata, a fixed SVG id salt).
+pyplot state), as :mod:`qbench.report.plots` does; written as PNG, SVG and PDF like every figure, atomically and
+byte-stable (:func:`qbench.report.figure.save_figure`).
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from ..results import atomic_write_bytes
+from .figure import figure_style, save_figure
 from .stats import Friedman
 
 __all__ = ["plot_cd_diagram", "write_cd_diagram"]
@@ -71,22 +70,13 @@ def plot_cd_diagram(friedman: Friedman, title: str = "") -> "object":
 
 
 def write_cd_diagram(friedman: Friedman | None, out_dir: str | Path, suite: str) -> list[Path]:
-    """``<suite>_cd.png`` and ``<suite>_cd.svg`` under ``out_dir``; nothing when there was no Friedman test."""
+    """``<suite>_cd.png`` (and .svg, .pdf: :func:`~qbench.report.figure.save_figure`) under ``out_dir``; nothing
+    when there was no Friedman test."""
     if friedman is None:
         return []
-    import matplotlib
-
     p_value = "p < 0.001" if friedman.p_value < 0.001 else f"p = {friedman.p_value:.3f}"
     verdict = (f"Friedman {p_value}, Nemenyi at α = {friedman.alpha:g}" if friedman.significant
                else f"Friedman {p_value}: no significant difference at α = {friedman.alpha:g}")
     title = f"{suite}: average rank over {friedman.n_blocks} quantized columns ({verdict})"
-    paths = []
-    with matplotlib.rc_context({"svg.hashsalt": "qbench", "svg.fonttype": "path"}):
-        fig = plot_cd_diagram(friedman, title)
-        for fmt, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format=fmt, dpi=110, metadata=metadata)
-            path = Path(out_dir) / f"{suite}_cd.{fmt}"
-            atomic_write_bytes(path, buffer.getvalue())
-            paths.append(path)
-    return paths
+    with figure_style():
+        return save_figure(plot_cd_diagram(friedman, title), Path(out_dir) / f"{suite}_cd.png")

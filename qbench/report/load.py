@@ -295,6 +295,10 @@ def _load_run(run_dir: Path, suite_name: str) -> dict:
     row["method_hparams"] = json.dumps(hparams, sort_keys=True, default=str) if hparams is not None else None
     row.update(_flatten(hparams or {}, HPARAM_PREFIX))
     row["policy"] = _policy_text(result.get("policy"))
+    # The per-layer precision beyond the policy (config ``layer_bits``), as JSON text like method_hparams: a paper
+    # number is quoted only for the layer precision it was measured under. A config from before the key had none.
+    layer_bits = config.get("layer_bits")
+    row["layer_bits"] = json.dumps(dict(layer_bits) if isinstance(layer_bits, Mapping) else {}, sort_keys=True)
     if is_missing(row.get("suite")):
         row["suite"] = suite_name
     if is_missing(row.get("run_id")):
@@ -368,8 +372,9 @@ def load_runs(results_dir: str | Path = "results", suite: str | None = None) -> 
 
     Columns: the result.json fields (:data:`RESULT_FIELDS`, NaN where a record lacks them) with the run's identity
     taken from its config's ``cell`` block (module docstring), the config flattened as ``cfg.<dotted.key>``, the
-    method hyperparameters as ``hp.<name>``, env.json as ``env.<key>``, ``run_dir`` and ``metrics`` (the list of
-    per-epoch rows). Unreadable run folders are skipped with a logged warning (:func:`scan_runs` returns them).
+    method hyperparameters as ``hp.<name>``, the config's ``layer_bits`` as JSON text, env.json as ``env.<key>``,
+    ``run_dir`` and ``metrics`` (the list of per-epoch rows). Unreadable run folders are skipped with a logged
+    warning (:func:`scan_runs` returns them).
     """
     return scan_runs(results_dir, suite)[0]
 

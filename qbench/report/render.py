@@ -24,8 +24,8 @@ from .board import Leaderboard, build_leaderboard
 from .display import Table
 from .theory_board import TheoryBoard
 
-__all__ = ["DEFAULT_FORMATS", "render_markdown", "render_csv", "render_html", "render_latex", "write_board",
-           "write_leaderboard"]
+__all__ = ["DEFAULT_FORMATS", "render_markdown", "render_csv", "render_html", "render_latex", "table_html",
+           "check_formats", "write_board", "write_leaderboard"]
 
 DEFAULT_FORMATS = ("md", "csv", "html", "tex")
 HTML_UUID = "qbench"  # fixed so the HTML output is byte-stable (Styler otherwise draws a random uuid)
@@ -65,6 +65,11 @@ def _styled(table: Table, frame: pd.DataFrame, css: str) -> Styler:
     return styler.hide(axis="index")
 
 
+def table_html(table: Table) -> str:
+    """One board table as an HTML ``<table>`` (with its ``<style>``): the best value of each column is bold."""
+    return _styled(table, table.frame, "font-weight: bold;").to_html()
+
+
 def render_html(board: Board) -> str:
     """A standalone HTML page; marked cells (each column's top group, the best cost) are bold."""
     esc = html.escape
@@ -74,7 +79,7 @@ def render_html(board: Board) -> str:
         *[f"<p>{esc(line)}</p>" for line in board.header],
     ]
     for table in board.tables():
-        parts += [f"<h2>{esc(table.heading)}</h2>", _styled(table, table.frame, "font-weight: bold;").to_html()]
+        parts += [f"<h2>{esc(table.heading)}</h2>", table_html(table)]
     if board.notes:
         parts += ["<h2>Notes</h2>", "<ul>", *[f"<li>{esc(note)}</li>" for note in board.notes], "</ul>"]
     parts += ["</body>", "</html>", ""]
@@ -119,23 +124,6 @@ def render_latex(board: Board) -> str:
 _RENDERERS = {"md": render_markdown, "csv": render_csv, "html": render_html, "tex": render_latex}
 
 
-def _check_formats(formats: Sequence[str]) -> None:
-    unknown = [f for f in formats if f not in _RENDERERS]
-    if unknown:
-        raise QbenchError(f"unknown report format {unknown[0]!r}; choose from {', '.join(_RENDERERS)}")
-
-
-def write_board(board: Board, out_dir: str | Path, suite: str, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
-    """Write ``out_dir/<suite>.<fmt>`` of a built board atomically for each format; returns the paths."""
-    _check_formats(formats)
-    paths = []
-    for fmt in formats:
-        path = Path(out_dir) / f"{suite}.{fmt}"
-        atomic_write_text(path, _RENDERERS[fmt](board))
-        paths.append(path)
-    return paths
-
-
 def write_leaderboard(
     df_runs: pd.DataFrame,
     out_dir: str | Path,
@@ -149,5 +137,25 @@ def write_leaderboard(
     ``build_kwargs`` go to :func:`~qbench.report.board.build_leaderboard` (metric, bench, target, target_drop,
     skipped, ...).
     """
-    _check_formats(formats)  # before the board is built
+    check_formats(formats)
     return write_board(build_leaderboard(df_runs, where=where, suite=suite, **build_kwargs), out_dir, suite, formats)
+
+
+def check_formats(formats: Sequence[str], extra: Sequence[str] = ()) -> None:
+    """A one-line error for a format that is neither a text renderer (md, csv, html, tex) nor in ``extra``."""
+    unknown = [f for f in formats if f not in _RENDERERS and f not in extra]
+    if unknown:
+        raise QbenchError(f"unknown report format {unknown[0]!r}; choose from {', '.join([*_RENDERERS, *extra])}")
+
+
+def write_board(board: Board, out_dir: str | Path, suite: str, formats: Sequence[str] = DEFAULT_FORMATS) -> list[Path]:
+    """Write ``out_dir/<suite>.<fmt>`` atomically for each text format of ``formats`` (others are left to their
+    writers, e.g. the site)."""
+    out_dir = Path(out_dir)
+    paths = []
+    for fmt in formats:
+        if fmt in _RENDERERS:
+            path = out_dir / f"{suite}.{fmt}"
+            atomic_write_text(path, _RENDERERS[fmt](board))
+            paths.append(path)
+    return paths

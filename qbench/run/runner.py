@@ -40,6 +40,7 @@ from ..results import (CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, FINISHED, METRICS
 from .data import DatasetSplits, build_datasets, build_loaders
 from .device import device_name, dist_env, peak_mem_mb, resolve_device, seed_everything, train_setup
 from .distributed import broadcast_object, unwrap
+from .loggers import Trackers, open_trackers, require_loggers
 from .models import create_model, load_checkpoint
 from .train import evaluate, fit, loss_at_q
 
@@ -87,8 +88,7 @@ def plan_cells(cfg: SuiteConfig, *, on_unsupported: Callable[[str], None] | None
             cells += [Cell("fp", arch, fp_bits, "fp", seed, cfg.tuned, cfg.stage)
                       for arch in cfg.model.archs for seed in cfg.seeds]
             continue
-        method_bits = [parse_bits(b) for b in supported_bits(method, cfg.method_bits.get(method, cfg.bits),
-                                                             on_unsupported)]
+        method_bits = supported_bits(method, cfg.method_bits.get(method, cfg.bits), on_unsupported)
         policies = list(dict.fromkeys(parse_policy(p).name for p in cfg.policies))
         cells += [Cell(method, arch, bits, policy, seed, cfg.tuned, cfg.stage)
                   for arch in cfg.model.archs for policy in policies for bits in method_bits
@@ -161,8 +161,14 @@ def run_cell(cfg: SuiteConfig, cell: Cell, run_dir: Path, *, resume: bool = True
         init_from = warm_start(model, run_dir.parent, cell, cfg.model.init_from_run)
         init_loss_q = loss_at_q(model, loaders[0], device, cfg.train.diag_batches, world)
     train_model = _wrap_ddp(model, device) if world > 1 else model
-    fit_result = fit(train_model, method, loaders, cfg.train, setup, seed=cell.seed, run_dir=run_dir, resume=resume,
-                     progress=progress, epoch_callback=epoch_callback, rank=rank, world_size=world, log=log)
+    trackers = _open_trackers(cfg, cell, run_dir, resume) if writer else Trackers()
+    try:
+        fit_result = fit(train_model, method, loaders, cfg.train, setup, seed=cell.seed, run_dir=run_dir,
+                         resume=resume, progress=progress, epoch_callback=trackers.chain(epoch_callback), rank=rank,
+                         world_size=world, log=log)
+    except BaseException as exc:
+        trackers.finish({"status": "failed", "error": f"{type(exc).__name__}: {exc}"})
+        raise
     history = fit_result.history
     result = {
         **_record_identity(cfg, cell), "status": fit_result.status, "error": fit_result.error,
@@ -197,7 +203,19 @@ def run_cell(cfg: SuiteConfig, cell: Cell, run_dir: Path, *, resume: bool = True
         if fit_result.status in FINISHED:
             (run_dir / CHECKPOINT_FILE).unlink(missing_ok=True)
             (run_dir / TRACEBACK_FILE).unlink(missing_ok=True)  # an earlier failure of this cell is history now
+    trackers.finish(result)
     return result
+
+
+def _open_trackers(cfg: SuiteConfig, cell: Cell, run_dir: Path, resume: bool) -> Trackers:
+    """The experiment trackers of ``cfg.loggers`` for this run (:mod:`qbench.run.loggers`), named by the run dir's
+    path under the results dir; a run resuming from its checkpoint continues its tracker runs."""
+    try:
+        name = run_dir.resolve().relative_to(Path(cfg.results_dir).resolve()).as_posix()
+    except ValueError:
+        name = run_dir.name
+    return open_trackers(cfg.loggers, run_dir, name=name, config=record_config(cfg, cell), suite=cfg.name,
+                         results_dir=cfg.results_dir, resumed=resume and (run_dir / CHECKPOINT_FILE).exists())
 
 
 def _record_identity(cfg: SuiteConfig, cell: Cell) -> dict:
@@ -291,6 +309,7 @@ def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, l
         create_method(base, **hparams)
     # A missing or malformed dataset root is a config error for the whole suite: one line, before any cell runs.
     load_splits(cfg.data)
+    require_loggers(cfg.loggers)  # so is a logger whose package is missing
     layout = ResultsLayout(cfg.results_dir, cfg.name)
     cells = [dataclasses.replace(c, seeds_rule=seeds_rule) for c in plan_cells(cfg, on_unsupported=log)]
     outcome = SuiteRun()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import io
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -359,8 +360,15 @@ def _reduce(loss_sum: float, correct: int, seen: int, device, world_size: int) -
     return loss_sum / max(seen, 1), 100.0 * correct / max(seen, 1)
 
 
+def _on_terminal() -> bool:
+    """Whether a person watches this process on a terminal (stdout and stderr both TTYs): a progress bar redraws its
+    line with carriage returns, which a log file (a cluster job, ``nohup``, CI) would keep as one long line per
+    refresh; there the epoch summary line is the progress report."""
+    return all(getattr(stream, "isatty", lambda: False)() for stream in (sys.stdout, sys.stderr))
+
+
 def _progress(loader, total: int, desc: str, enabled: bool):
-    if not enabled:
+    if not enabled or not _on_terminal():
         return loader
     try:
         from tqdm.auto import tqdm

@@ -9,6 +9,7 @@ modules of this folder cannot import each other.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pandas as pd
@@ -103,6 +104,45 @@ def standard_suite(root: Path) -> None:
     write_run(root, "aqe", "W1A2", 0, 79.0)  # seeds 1 and 2 never ran
 
 
+#: the zoo-quickstart plan: every shipped method at the bit-widths it runs there (zoo_suite)
+ZOO_BITS = {
+    "ste": ("W1A1", "W2A2", "W4A4", "W1A32", "W2A32"), "bcgd": ("W1A1", "W2A2", "W4A4"), "aqe": ("W2A2", "W4A4"),
+    "pcg": ("W1A1", "W2A2", "W4A4"), "lbw": ("W1A1", "W2A2", "W4A4"), "binaryconnect": ("W1A32",),
+    "bnn": ("W1A1",), "xnor": ("W1A1",), "bwn": ("W1A32",), "twn": ("W2A32",), "binaryrelax": ("W1A32", "W2A32"),
+    "dorefa": ("W1A1", "W2A2", "W4A4"), "pact": ("W2A2", "W4A4"), "lsq": ("W2A2", "W4A4"),
+    "dsq": ("W1A1", "W2A2", "W4A4"), "irnet": ("W1A1",), "bireal": ("W1A1",), "proxquant": ("W1A32",),
+}
+
+
+def zoo_suite(root: Path, suite: str = "zoo") -> None:
+    """A zoo-sized suite: FP and 18 methods at their bit-widths (``ZOO_BITS``), two seeds, a tuned row, with close
+    accuracies and throughputs (so figures are crowded) and the recurrence diagnostics in every curve."""
+    def jitter(*key) -> float:  # deterministic noise in [0, 1)
+        return int(hashlib.sha1(repr(key).encode()).hexdigest(), 16) % 1000 / 1000.0
+
+    for seed in range(2):
+        write_run(root, "fp", "W32A32", seed, 97.8 + 0.2 * seed, suite=suite, arch="lenet5", dataset="mnist5k",
+                  train_img_s=1300.0)
+    for method, bits_list in ZOO_BITS.items():
+        for bits in bits_list:
+            wbits, abits = (int(x) for x in bits[1:].split("A"))
+            base = 97.5 - 6.0 / wbits - (3.0 / abits if abits < 32 else 0.0)
+            for seed in range(2):
+                acc = round(base + 1.5 * jitter(method, bits) + 0.3 * seed, 2)
+                speed = 2600.0 + 900.0 * jitter(method, bits, "speed")
+                write_run(root, method, bits, seed, acc, suite=suite, arch="lenet5", dataset="mnist5k",
+                          train_img_s=speed)
+                if method == "ste" and bits in ("W1A1", "W4A4"):
+                    write_run(root, method, bits, seed, acc - 0.4, suite=suite, arch="lenet5", dataset="mnist5k",
+                              train_img_s=speed * 0.4, tuned=True)
+
+
+@pytest.fixture(name="zoo_suite", scope="session")
+def zoo_suite_fixture():
+    """:func:`zoo_suite`: 19 methods at the zoo's bit-widths, two seeds each."""
+    return zoo_suite
+
+
 @pytest.fixture(name="write_run")
 def write_run_fixture():
     """:func:`write_run`: one run directory in the runner's format."""
@@ -130,3 +170,73 @@ def cell(board, method: str, column: str) -> str:
 def cell_fixture():
     """``cell(board, method, column)``: one cell of a board's accuracy table."""
     return cell
+
+
+def layout_problems(fig) -> list[str]:
+    """What a reader would trip over in ``fig``, from the renderer's bounding boxes (``get_window_extent``): any
+    text or legend outside the figure, a legend over a data panel or another legend, a point label outside its panel
+    or over another label or a legend, tick labels of one axis on top of each other. Empty when the figure reads."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    tol = 1.0  # pixel
+
+    def outside(box) -> bool:
+        return box.x0 < frame.x0 - tol or box.y0 < frame.y0 - tol or box.x1 > frame.x1 + tol or box.y1 > frame.y1 + tol
+
+    def overlap(a, b) -> bool:
+        return min(a.x1, b.x1) - max(a.x0, b.x0) > tol and min(a.y1, b.y1) - max(a.y0, b.y0) > tol
+
+    problems = []
+    data_axes = [ax for ax in fig.axes if ax.axison]
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    legend_boxes = [leg.get_window_extent(renderer) for leg in legends]
+    for i, box in enumerate(legend_boxes):
+        if outside(box):
+            problems.append(f"legend {i} lies outside the figure")
+        for ax in data_axes:
+            if overlap(box, ax.get_window_extent(renderer)):
+                problems.append(f"legend {i} covers the panel {ax.get_title()!r}")
+        problems += [f"legends {i} and {j} overlap" for j, other in enumerate(legend_boxes[:i]) if overlap(box, other)]
+    for text in fig.texts:  # the figure's title
+        if text.get_visible() and text.get_text():
+            problems += [f"legend {i} covers the title" for i, box in enumerate(legend_boxes)
+                         if overlap(box, text.get_window_extent(renderer))]
+    labels = []
+    for ax in data_axes:
+        panel = ax.get_window_extent(renderer)
+        for text in ax.texts:
+            if text.get_visible() and text.get_text():
+                box = text.get_window_extent(renderer)
+                if outside(box) or box.x0 < panel.x0 - tol or box.x1 > panel.x1 + tol or box.y0 < panel.y0 - tol \
+                        or box.y1 > panel.y1 + tol:
+                    problems.append(f"label {text.get_text()!r} lies outside its panel")
+                labels.append((text.get_text(), box))
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            ticks = [t.label1.get_window_extent(renderer) for t in axis.get_major_ticks()
+                     if t.get_visible() and t.label1.get_visible() and t.label1.get_text()
+                     and low <= t.get_loc() <= high]  # the ticks drawn: inside the view
+            problems += [f"tick labels overlap on {ax.get_title()!r}" for a, b in zip(ticks, ticks[1:]) if overlap(a, b)]
+            problems += [f"tick label of {ax.get_title()!r} lies outside the figure" for box in ticks if outside(box)]
+    for i, (text, box) in enumerate(labels):
+        problems += [f"labels {text!r} and {other!r} overlap" for other, other_box in labels[:i]
+                     if overlap(box, other_box)]
+        problems += [f"label {text!r} is under a legend" for legend_box in legend_boxes if overlap(box, legend_box)]
+    from matplotlib.text import Text
+
+    tick_texts = {id(label) for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+                  for tick in [*axis.get_major_ticks(), *axis.get_minor_ticks()] for label in (tick.label1, tick.label2)}
+    hidden = [ax for ax in fig.axes if not ax.axison]  # legend holders: their own axis texts are never drawn
+    for text in fig.findobj(Text):
+        if id(text) in tick_texts or any(text in (ax.title, ax.xaxis.label, ax.yaxis.label) for ax in hidden):
+            continue
+        if text.get_visible() and str(text.get_text()).strip() and outside(text.get_window_extent(renderer)):
+            problems.append(f"text {text.get_text()!r} lies outside the figure")
+    return problems
+
+
+@pytest.fixture(name="layout_problems", scope="session")
+def layout_problems_fixture():
+    """:func:`layout_problems`: what a reader would trip over in a figure (empty when it reads)."""
+    return layout_problems

@@ -13,6 +13,8 @@ import yaml
 from scipy import stats
 from statsmodels.stats.multitest import multipletests
 
+from qbench.bits import FP_BITS
+from qbench.config.policy import POLICY_NAMES
 from qbench.report import build_leaderboard, load_runs, render_markdown, write_leaderboard
 from qbench.report.paper_refs import PAPER_REFS, match_paper_refs
 
@@ -245,27 +247,50 @@ def test_top5_shown_for_cifar100_and_imagenet_only(tmp_path, write_run, cell):
 
 
 def test_paper_reference_only_where_the_setting_matches(tmp_path, write_run, cell):
-    write_run(tmp_path, "ste", "W32A2", 0, 46.0, hparams={"estimator": "identity"})
-    write_run(tmp_path, "ste", "W32A2", 0, 88.0, hparams={"estimator": "clipped_relu"})
-    write_run(tmp_path, "bcgd", "W32A2", 0, 87.0)
+    # STE paper Table 1 quantizes every activation (policy quantized)
+    write_run(tmp_path, "ste", "W32A2", 0, 46.0, hparams={"estimator": "identity"}, policy="quantized")
+    write_run(tmp_path, "ste", "W32A2", 0, 88.0, hparams={"estimator": "clipped_relu"}, policy="quantized")
+    write_run(tmp_path, "bcgd", "W32A2", 0, 87.0, policy="quantized")
     board = build_leaderboard(load_runs(tmp_path, SUITE))
     column = "resnet20_cifar W32A2 paper (source, setting)"
     assert cell(board, "ste [estimator=identity]", column).startswith("46.52 (STE, Yin et al. ICLR 2019")
     assert "identity STE" in cell(board, "ste [estimator=identity]", column)
+    assert cell(board, "ste [estimator=identity]", column).endswith("; policy quantized)")  # the policy is named
     assert cell(board, "ste [estimator=clipped_relu]", column).startswith("88.39 (")
     assert cell(board, "bcgd", column) == ""
     # a record that stores only overridden hyperparameters is compared at the method's registered default
-    write_run(tmp_path, "ste", "W32A4", 0, 90.0, result_overrides={"method_hparams": {}})
+    write_run(tmp_path, "ste", "W32A4", 0, 90.0, result_overrides={"method_hparams": {}}, policy="quantized")
     board = build_leaderboard(load_runs(tmp_path, SUITE), where={"bits": "W32A4"})
     assert cell(board, "ste", "resnet20_cifar W32A4 paper (source, setting)").startswith("91.24 (")
+    # the same setting under another policy, or with other layers at other bits: no quote
+    other = tmp_path / "other"
+    write_run(other, "ste", "W32A4", 0, 90.0, policy="fp")
+    assert "resnet20_cifar W32A4 paper (source, setting)" not in build_leaderboard(load_runs(other, SUITE)).table
+    mixed = tmp_path / "mixed"
+    config = write_run(mixed, "ste", "W32A4", 0, 90.0, policy="quantized") / "config.yaml"
+    config.write_text(config.read_text() + "layer_bits: {layer3.*: W32A8}\n")
+    assert "resnet20_cifar W32A4 paper (source, setting)" not in build_leaderboard(load_runs(mixed, SUITE)).table
     # another dataset, another policy or another bit-width: no quote
     assert match_paper_refs(dataset="cifar100", arch="resnet20_cifar", bits="W32A2", method="ste",
-                            hparams={"estimator": "identity"}) == []
+                            policy="quantized", hparams={"estimator": "identity"}) == []
     imagenet = dict(dataset="imagenet", arch="resnet18.tv_in1k", bits="W1A4", method="bcgd")
     assert [r.value for r in match_paper_refs(**imagenet, policy="quantized")] == [64.36]
     assert [r.value for r in match_paper_refs(**imagenet, policy="fp")] == [65.46]
     assert match_paper_refs(**imagenet) == []  # policy unknown → the number is not quoted
-    assert all(ref.source and ref.setting and ref.spec for ref in PAPER_REFS)
+    assert match_paper_refs(**imagenet, policy="last_fp") == []
+    assert match_paper_refs(**imagenet, policy="fp", layer_bits={"layer4.*": "W4A4"}) == []  # not the paper's layers
+    # a policy written as a mapping is compared by its canonical name
+    lsq = dict(dataset="imagenet", arch="resnet18", bits="W4A4", method="lsq",
+               hparams={"scale_grad": True, "per_channel": False})
+    assert [r.value for r in match_paper_refs(**lsq, policy={"first": "W8A8", "last": "W8A8"})] == [71.1]
+    assert match_paper_refs(**lsq, policy={"first": "W8A8", "last": "fp"}) == []
+
+
+def test_every_paper_reference_names_its_setting():
+    for ref in PAPER_REFS:
+        assert ref.source and ref.setting and ref.spec, ref
+        # a quantized number is meaningless without the first/last-layer precision it was measured under
+        assert (ref.policy in POLICY_NAMES) if ref.bits != FP_BITS else ref.policy is None, ref
 
 
 def test_fp_reference_survives_view_filters(suite_runs, cell):

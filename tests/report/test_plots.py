@@ -1,4 +1,5 @@
-"""qbench.report.plots: every plot is written headless as a real PNG, from run records written with qbench.results."""
+"""qbench.report.plots: every plot is written headless as a real PNG (with SVG and PDF beside it), from run records
+written with qbench.results."""
 
 from __future__ import annotations
 
@@ -69,6 +70,16 @@ def assert_png(path: Path) -> None:
     assert len(data) > 2000, path  # a drawn figure, not an empty canvas
 
 
+def assert_figure(path: Path) -> None:
+    """A real PNG, SVG or PDF (by its suffix)."""
+    if path.suffix == ".png":
+        return assert_png(path)
+    data = path.read_bytes()
+    assert data.startswith(b"%PDF-" if path.suffix == ".pdf" else b"<?xml"), path
+    if path.suffix == ".svg":
+        assert b"<svg" in data[:1000]
+
+
 def test_each_plot_writes_a_png(results, tmp_path):
     runs = load_runs(results, SUITE)
     assert_png(plot_accuracy_vs_bits(runs, tmp_path / "acc.png"))
@@ -89,7 +100,8 @@ def test_recurrence_toy_figure_from_rows_is_written_atomically(tmp_path):
             for t in range(401)]
     path = plot_recurrence_toy(rows, tmp_path / "toy" / "rec.png", quantizer="binary", lr=0.05, optimum_loss=1.0)
     assert_png(path)
-    assert [p.name for p in path.parent.iterdir()] == ["rec.png"]  # no temporary file left behind
+    # no temporary file left behind; the vector copies sit beside the PNG
+    assert sorted(p.name for p in path.parent.iterdir()) == ["rec.pdf", "rec.png", "rec.svg"]
 
 
 def test_recurrence_without_diagnostics_is_a_clear_error(results, tmp_path):
@@ -108,9 +120,11 @@ def test_write_plots_and_report_write_all_pngs(results, tmp_path):
     assert f"{SUITE}_recurrence_mnist_lenet5_W32A32.png" in names  # FP logged diagnostics too
     for path in paths:
         assert path.parent == out
-        assert_png(path)
+        assert_figure(path)
+    assert sorted(p.name for p in paths) == sorted(f"{p.stem}.{fmt}" for p in paths for fmt in ("png", "svg", "pdf")
+                                                   if p.suffix == ".png")
     written = report(SUITE, results_dir=results)
-    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png", ".svg"}  # + the CD diagram
+    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png", ".svg", ".pdf"}  # + the CD diagram
     assert all(p.parent == results / "leaderboards" for p in written)
 
 

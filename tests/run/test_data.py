@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import gzip
 import pickle
-import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,12 +19,15 @@ from qbench.run.data import (
     DatasetSplits,
     collate_batched,
     random_crop_flip,
+    read_cifar,
     read_idx,
     stratified_split,
 )
 from qbench.errors import ConfigError, DataError, QbenchError
 from qbench.run.data import build_datasets as _build_datasets
 from qbench.run.data import build_loaders as _build_loaders
+
+from _formats import cifar_pickle, make_cifar10, make_cifar100, make_image_folder, make_mnist, write_idx
 
 
 def build_datasets(name, root=None, **options):
@@ -38,57 +40,8 @@ def build_loaders(splits, *, seed=0, rank=0, world_size=1, **options):
                           world_size=world_size)
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Writers of the real formats
+# Reading back (the writers of the real formats are in tests/_formats.py)
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def write_idx(path, array: np.ndarray, *, gz: bool = False) -> None:
-    """IDX as LeCun documents it: 0x00 0x00, type 0x08 (ubyte), ndim, big-endian uint32 dims, raw data."""
-    header = bytes([0, 0, 0x08, array.ndim]) + struct.pack(f">{array.ndim}I", *array.shape)
-    payload = header + array.astype(np.uint8).tobytes()
-    path = path.with_name(path.name + ".gz") if gz else path
-    with (gzip.open if gz else open)(path, "wb") as f:
-        f.write(payload)
-
-
-def make_mnist(folder, n_train=50, n_test=20, *, gz=False, seed=0):
-    rng = np.random.RandomState(seed)
-    folder.mkdir(parents=True, exist_ok=True)
-    data = {
-        "train-images-idx3-ubyte": rng.randint(0, 256, (n_train, 28, 28)).astype(np.uint8),
-        "train-labels-idx1-ubyte": (np.arange(n_train) % 10).astype(np.uint8),
-        "t10k-images-idx3-ubyte": rng.randint(0, 256, (n_test, 28, 28)).astype(np.uint8),
-        "t10k-labels-idx1-ubyte": (np.arange(n_test) % 10)[::-1].astype(np.uint8),
-    }
-    for name, array in data.items():
-        write_idx(folder / name, array, gz=gz)
-    return data
-
-
-def cifar_pickle(path, images: np.ndarray, labels: np.ndarray, label_key: bytes, extra: dict | None = None) -> None:
-    """The CIFAR python-version layout: b'data' is N×3072 uint8 (R, G, B planes of row-major 32×32 images)."""
-    entry = {b"batch_label": b"testing batch", label_key: [int(v) for v in labels],
-             b"data": images.reshape(len(images), 3072).astype(np.uint8),
-             b"filenames": [f"img_{i}.png".encode() for i in range(len(images))]}
-    entry.update(extra or {})
-    with open(path, "wb") as f:
-        pickle.dump(entry, f)
-
-
-def make_cifar10(root, per_batch=4, n_test=6, seed=0):
-    rng = np.random.RandomState(seed)
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    train_x, train_y = [], []
-    for i in range(1, 6):
-        x = rng.randint(0, 256, (per_batch, 3, 32, 32)).astype(np.uint8)
-        y = rng.randint(0, 10, per_batch)
-        cifar_pickle(folder / f"data_batch_{i}", x, y, b"labels")
-        train_x.append(x), train_y.append(y)
-    test_x = rng.randint(0, 256, (n_test, 3, 32, 32)).astype(np.uint8)
-    test_y = rng.randint(0, 10, n_test)
-    cifar_pickle(folder / "test_batch", test_x, test_y, b"labels")
-    return np.concatenate(train_x), np.concatenate(train_y), test_x, test_y
 
 
 def unnormalize(images: torch.Tensor, mean, std, scale=255.0) -> np.ndarray:
@@ -248,18 +201,11 @@ def test_random_crop_flip_without_padding_is_flip_or_identity():
 
 
 def test_cifar100_fine_labels(tmp_path):
-    rng = np.random.RandomState(1)
-    folder = tmp_path / "cifar-100-python"
-    folder.mkdir()
-    train_x = rng.randint(0, 256, (20, 3, 32, 32)).astype(np.uint8)
-    fine = np.arange(20) * 5  # 0..95
-    cifar_pickle(folder / "train", train_x, fine, b"fine_labels", {b"coarse_labels": [0] * 20})
-    test_x = rng.randint(0, 256, (4, 3, 32, 32)).astype(np.uint8)
-    cifar_pickle(folder / "test", test_x, np.array([99, 1, 2, 3]), b"fine_labels", {b"coarse_labels": [7] * 4})
+    make_cifar100(tmp_path)
     splits = build_datasets("cifar100", tmp_path, val_fraction=0.0)
     assert splits.num_classes == 100
     assert splits.test.targets.tolist() == [99, 1, 2, 3]
-    assert sorted(splits.train.targets.tolist()) == fine.tolist()
+    assert sorted(splits.train.targets.tolist()) == list(range(0, 100, 5))
 
 
 def test_cifar_missing_root_message():
@@ -293,18 +239,6 @@ def test_cifar_missing_file_and_malformed(tmp_path):
 # ---------------------------------------------------------------------------------------------------------------------
 # ImageFolder
 # ---------------------------------------------------------------------------------------------------------------------
-
-
-def make_image_folder(root, classes=("cat", "dog", "emu"), n_train=5, n_val=2):
-    from PIL import Image
-
-    rng = np.random.RandomState(0)
-    for split, n in (("train", n_train), ("val", n_val)):
-        for cls in classes:
-            (root / split / cls).mkdir(parents=True)
-            for i in range(n):
-                pixels = rng.randint(0, 256, (20, 24, 3)).astype(np.uint8)
-                Image.fromarray(pixels).save(root / split / cls / f"{i}.png")
 
 
 def test_imagenet_image_folder(tmp_path):
@@ -376,9 +310,9 @@ def test_fake_is_deterministic():
 
 def test_unknown_dataset_and_bad_options():
     with pytest.raises(ConfigError, match="unknown data.name 'svhn'.*mnist5k"):
-        validate(SuiteConfig(data=DataConfig(name="svhn")))
+        validate(SuiteConfig(name="t", data=DataConfig(name="svhn")))
     with pytest.raises(ConfigError, match="val_fraction"):
-        validate(SuiteConfig(data=DataConfig(name="digits", val_fraction=1.0)))
+        validate(SuiteConfig(name="t", data=DataConfig(name="digits", val_fraction=1.0)))
     assert DATASETS == ("mnist5k", "digits", "mnist", "cifar10", "cifar100", "imagenet", "fake")
 
 
@@ -479,3 +413,33 @@ def test_batched_samples_work_with_default_collate():
     assert images.shape == (3, 1, 2, 2) and labels.tolist() == [0, 1, 2]
     images, labels = collate_batched(batch)
     assert images is batch.images
+
+
+class _Planted:
+    """Pickles to a call that writes a marker file: what a planted data file would run on a plain pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_planted_cifar_pickle_is_refused_without_running_it(tmp_path, protocol):
+    """Issue #14: the CIFAR reader admits only the globals of the format (numpy arrays, bytes); a payload is one
+    DataError line naming the global, and nothing runs. Real-format files written with either protocol still load."""
+    make_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    images = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3, 32, 32)
+    with open(folder / "data_batch_2", "wb") as f:  # the genuine format, pickled with this protocol
+        pickle.dump({b"data": images.reshape(2, 3072), b"labels": [3, 4], b"batch_label": b"x"}, f, protocol=protocol)
+    x, y = read_cifar(folder / "data_batch_2")
+    assert np.array_equal(x, images) and y.tolist() == [3, 4]
+    marker = tmp_path / "marker"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _Planted(marker), b"labels": [0]}, f, protocol=protocol)
+    with pytest.raises(DataError) as exc:
+        build_datasets("cifar10", tmp_path)
+    assert "global" in str(exc.value) and "not part of the CIFAR format" in str(exc.value)
+    assert "\n" not in str(exc.value) and not marker.exists()

@@ -20,7 +20,6 @@ import torch
 
 from qbench.cli import main
 from qbench.config import load_config
-from qbench.errors import QbenchError
 from qbench.results import CellLock
 from qbench.run.runner import plan_cells, run_suite
 

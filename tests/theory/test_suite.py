@@ -251,7 +251,8 @@ def test_report_draws_the_recurrence_figure_of_a_real_run(tmp_path):
     assert all({"loss_q", "hamming_to_best", "flip_rate"} <= set(row) for row in rows)
     paths = report("quickstart", results_dir=tmp_path, formats=["md"])
     figure = [p for p in paths if p.name.startswith("quickstart_recurrence_")]
-    assert [p.name for p in figure] == ["quickstart_recurrence_digits_lenet5_W1A4.png"]
+    expected = [f"quickstart_recurrence_digits_lenet5_W1A4.{ext}" for ext in ("png", "svg", "pdf")]
+    assert [p.name for p in figure] == expected
     assert figure[0].read_bytes()[:8] == PNG
 
 

@@ -6,6 +6,7 @@ tests skip on a developer's machine; in CI (the CI variable is set) they fail in
 """
 
 import os
+import re
 import signal
 import subprocess
 import time
@@ -46,32 +47,44 @@ def _cfg(tmp_path, url, name, *extra):
 def _study(cfg):
     import optuna
 
-    from qbench.tune.study import open_storage, study_specs
+    from qbench.tune.space import study_specs
+    from qbench.tune.storage import open_storage
 
     [spec] = study_specs(cfg)
     return optuna.load_study(study_name=spec.name, storage=open_storage(cfg))
 
 
-def test_two_worker_processes_reach_exactly_n_trials(tmp_path, pg_url):
+def test_two_worker_processes_reach_exactly_n_trials(tmp_path, pg_url, capfd):
     from optuna.trial import TrialState
 
-    from qbench.tune.study import mask_url, tune_suite
+    from qbench.config import mask_url
+    from qbench.tune import tune_suite
 
+    # The test server trusts every password: give one that must not appear anywhere (an unencoded '/' in it).
+    secret = "pw/s3cr3t"
+    pg_url = re.sub(r"^(postgresql://[^:/@]*)(:[^@]*)?@", rf"\1:{secret}@", pg_url)
     cfg = _cfg(tmp_path, pg_url, f"pg_two_{uuid.uuid4().hex[:8]}", "tune.workers=2", "tune.n_trials=5",
                "tune.epochs=1")
-    [summary] = tune_suite(cfg, progress=False, log=lambda m: None)
+    logs = []
+    [summary] = tune_suite(cfg, progress=False, log=logs.append)
     trials = _study(cfg).get_trials(deepcopy=False)
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers)) == 5
     assert all(t.state in (TrialState.COMPLETE, TrialState.PRUNED) for t in trials)
     assert trials[0].params == {"train.lr": 0.05} and trials[0].user_attrs["qbench_defaults"] is True
     assert summary["trials_finished"] == 5 and summary["storage"] == mask_url(pg_url)
+    # Neither the trials' config.yaml, the summaries nor the logs hold the password.
+    records = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert any(p.name == "config.yaml" for p in records)
+    assert not [p for p in records if "s3cr3t" in p.read_text(errors="replace")]
+    out = capfd.readouterr()
+    assert "s3cr3t" not in "\n".join(logs) + out.out + out.err
 
 
 def test_killed_worker_trial_is_failed_by_heartbeat_and_retried(tmp_path, pg_url):
     from optuna.trial import TrialState
 
-    from qbench.tune.study import tune_suite
+    from qbench.tune import tune_suite
 
     name = f"pg_kill_{uuid.uuid4().hex[:8]}"
     extra = ["tune.n_trials=3", "tune.epochs=4"]

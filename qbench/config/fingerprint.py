@@ -5,9 +5,10 @@ leaderboard cell is right only when the config that produced the record and the 
 everything that changes the result. Everything else is presentation or hardware and may change freely
 (:data:`RESULT_IRRELEVANT`): where results and data live, how many loader workers run, the device and its speed
 settings (compile, channels_last, pinned memory, the decode path), progress and logging, the tuning and bench blocks,
-the seeds (a cell's seeds are pooled; the seed is part of the run id) and the run's cell block (its name). ``train.amp``
-stays relevant: bf16 training is another experiment. A narrowed run config keeps only its own method's
-``method_hparams``, so changing another method's hyperparameters in the suite does not touch this run.
+the seeds and the ``seeds: auto`` bounds (a cell's seeds are pooled; the seed is part of the run id) and the run's
+cell block (its name). ``train.amp`` stays relevant: bf16 training is another experiment. A narrowed run config keeps
+only its own method's ``method_hparams``, so changing another method's hyperparameters in the suite does not touch
+this run.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ __all__ = ["RESULT_IRRELEVANT", "result_config", "fingerprint", "fingerprint_dif
 #: dotted keys (or whole blocks) that never change a run's result
 RESULT_IRRELEVANT = (
     "name", "description", "results_dir", "plugins", "shard", "tune", "bench", "paper", "target_accuracy", "stages",
-    "seeds", "cell", "loggers",
+    "seeds", "seeds_min", "seeds_max", "cell", "loggers",
     "data.root", "data.download", "data.num_workers", "data.pin_memory", "data.persistent_workers",
     "data.eval_batch_size", "data.decode",
     "model.save_final",

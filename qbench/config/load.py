@@ -16,7 +16,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from ..errors import ConfigError
-from .schema import SuiteConfig
+from .schema import SEEDS_AUTO, SuiteConfig
 from .validate import validate
 
 __all__ = ["load_config", "stage_configs", "with_overrides", "get_value", "list_suites", "suite_path", "to_dict",
@@ -92,7 +92,7 @@ def _normalise_override(item: str) -> tuple[str, str]:
     key, value = item.split("=", 1)
     key = key.strip().lstrip("+")
     key = _SHORTHANDS.get(key, key)
-    if key in _LIST_KEYS and not value.strip().startswith("["):
+    if key in _LIST_KEYS and not value.strip().startswith("[") and not (key == "seeds" and value.strip() == SEEDS_AUTO):
         value = f"[{value}]"
     return key, value
 

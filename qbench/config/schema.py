@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
     "RecurrenceConfig", "KINDS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "AMP_ALIASES",
-    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS",
+    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO",
 ]
 
 KINDS = ("train", "theory")
@@ -20,6 +20,7 @@ AMP_MODES = ("false", "bf16", "fp16")  # autocast dtype on CUDA; the CPU always 
 PRUNERS = ("hyperband", "median", "none")
 RECURRENCE_QUANTIZERS = ("binary", "ternary")  # the REC toy's weight quantizers (spec §6)
 THEORY_ESTIMATORS = ("identity", "relu", "clipped_relu")  # closed forms of spec §8; any method spec works too
+SEEDS_AUTO = "auto"  # `seeds: auto`: sequential seeds (qbench.paired.plan_seeds), between seeds_min and seeds_max
 LOGGERS = ("tensorboard", "mlflow", "wandb")  # experiment trackers a training run can also write to (qbench.run.loggers)
 # Spellings accepted for train.amp / bench.amp_dtype, normalised to AMP_MODES (YAML's `false` arrives as "False").
 AMP_ALIASES = {"false": "false", "none": "false", "fp32": "false", "float32": "false", "": "false",
@@ -156,7 +157,11 @@ class SuiteConfig:
     # {method: [bits, ...]}: bit-widths for one method instead of `bits` (a zoo suite runs weight-only methods at
     # W1A32 while the others run at W1A1…W4A4). Keys are method names as listed in `methods`.
     method_bits: Dict[str, List[str]] = field(default_factory=dict)
-    seeds: List[int] = field(default_factory=lambda: [0])
+    # A list of seeds, or "auto": every cell runs seeds 0 … seeds_min − 1, then the columns whose top group is not yet
+    # separated (paired t-tests over seeds, qbench.paired) get more seeds, up to seeds_max seeds (0 … seeds_max − 1).
+    seeds: Any = field(default_factory=lambda: [0])
+    seeds_min: int = 3  # seeds: auto: the seeds every cell runs first (at least qbench.paired.MIN_SEEDS)
+    seeds_max: int = 10  # seeds: auto: the most seeds a cell gets
     # Layer precision policies (config.policy): a name (fp, quantized, int8_first_last, last_fp) or {first:, last:}.
     policies: List[Any] = field(default_factory=lambda: ["fp"])
     # {module-name glob: bits | fp}: per-layer precision after the policy, e.g. {"layer4.*": W4A4, "fc": W8A8}

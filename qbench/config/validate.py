@@ -11,8 +11,10 @@ from typing import Any
 
 from ..bits import parse_bits
 from ..errors import ConfigError
+from ..paired import MIN_SEEDS
 from .policy import SAME, parse_layer_precision, parse_policy
 from .schema import (AMP_ALIASES, DATASETS, KINDS, LOGGERS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
+                     SEEDS_AUTO,
                      BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
 from .space import is_number, recipe_dims
 
@@ -96,11 +98,7 @@ def validate(cfg: SuiteConfig) -> None:
         raise ConfigError("methods is empty; give at least one, e.g. methods=[fp,bcgd]")
     if not cfg.model.archs:
         raise ConfigError("model.archs is empty; give at least one, e.g. arch=lenet5")
-    if not cfg.seeds:
-        raise ConfigError("seeds is empty; give at least one, e.g. seeds=[0]")
-    for seed in cfg.seeds:
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise ConfigError(f"seeds must be non-negative integers, got {seed!r}")
+    _validate_seeds(cfg)
     t = cfg.train
     _choice("train.optimizer", t.optimizer, OPTIMIZERS)
     _choice("train.schedule", t.schedule, SCHEDULES)
@@ -142,6 +140,29 @@ def _validate_loggers(loggers: list) -> None:
         _choice("loggers entry", name, LOGGERS, "from " + ", ".join(LOGGERS) + " (or loggers=[] for none)")
     if len(set(loggers)) != len(loggers):
         raise ConfigError(f"loggers={list(loggers)} lists a logger twice; give each once")
+
+
+def _validate_seeds(cfg: SuiteConfig) -> None:
+    """``seeds``: a list of non-negative integers or ``auto`` (then seeds_min ≤ seeds_max, and a suite the sequential
+    rule can decide: one training suite, whole, in one stage)."""
+    if isinstance(cfg.seeds, str) and cfg.seeds.strip().lower() == SEEDS_AUTO:
+        cfg.seeds = SEEDS_AUTO
+        blocker = ("a theory suite" if cfg.kind != "train" else "shard=" if cfg.shard is not None
+                   else "stages" if cfg.stages else None)
+        if blocker:
+            raise ConfigError(f"seeds=auto decides from the records of whole leaderboard columns and cannot run with "
+                              f"{blocker}; give a list of seeds, e.g. seeds=[0,1,2]")
+    elif isinstance(cfg.seeds, str) or not cfg.seeds:
+        raise ConfigError(f"seeds={cfg.seeds!r}: give a list of seeds, e.g. seeds=[0,1,2], or seeds=auto")
+    else:
+        for seed in cfg.seeds:
+            if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+                raise ConfigError(f"seeds must be non-negative integers, got {seed!r}")
+    if isinstance(cfg.seeds_min, bool) or not isinstance(cfg.seeds_min, int) or cfg.seeds_min < MIN_SEEDS:
+        raise ConfigError(f"seeds_min={cfg.seeds_min!r} must be an integer ≥ {MIN_SEEDS} (the fewest seeds the "
+                          "paired test compares)")
+    if isinstance(cfg.seeds_max, bool) or not isinstance(cfg.seeds_max, int) or cfg.seeds_max < cfg.seeds_min:
+        raise ConfigError(f"seeds_max={cfg.seeds_max!r} must be an integer ≥ seeds_min={cfg.seeds_min}")
 
 
 def _validate_tune(t: TuneConfig) -> None:

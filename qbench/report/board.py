@@ -6,15 +6,17 @@ Honesty rules the tables follow:
   that are missing are *counted in the cell text* (``70.42 ± 0.20 (n=2, 1 failed, 1 missing)``; the CSV has the
   counts as numbers), never averaged in and never silently dropped; a cell with no usable run shows the statuses
   instead of a number.
-* Ranks come with a bootstrap rank stability (seeds resampled within each cell, fixed RNG seed), because a rank decided
-  by 0.1 points on three seeds is not a result.
+* A rank is a statement of a test, not of a mean: methods of a column are compared by paired t-tests over the seeds
+  they share, Holm-adjusted (:mod:`qbench.report.compare`); the rank is 1 + the number of methods significantly
+  better, the top group (rank 1) is bold, and a column with fewer than three paired seeds says that no test was
+  possible. A rank decided by 0.1 points on three seeds is not a result.
 * Cost figures carry the device in the column header (:mod:`qbench.report.costs`).
 * Published numbers (:mod:`qbench.report.paper_refs`) are quoted only where dataset, arch, bits, method, the layer
   policy they were measured under (named in the text) and the hyperparameters the paper fixes match, in their own
   labelled column, and never ranked.
 
-Byte stability: runs are sorted before anything is computed, the bootstrap uses a fixed seed, and no text holds a
-timestamp or an absolute path, so the same records always give the same tables.
+Byte stability: runs are sorted before anything is computed, the permutation test uses a fixed seed, and no text
+holds a timestamp or an absolute path, so the same records always give the same tables.
 """
 
 from __future__ import annotations
@@ -30,7 +32,11 @@ import pandas as pd
 
 from .. import __version__
 from ..bits import FP_BITS
+from ..config import SEEDS_AUTO
 from ..errors import QbenchError
+from ..paired import ALPHA, MIN_SEEDS
+from .compare import (TEST_NAME, assign_mean_ranks, assign_significance, friedman_over_columns, friedman_statement,
+                      significance_table)
 from .costs import cost_table, device_label, has_costs, merge_bench, merge_tuning, run_costs
 from .display import Table, status_words
 from .load import (
@@ -45,7 +51,7 @@ from .load import (
     uniform,
 )
 from .paper_refs import match_paper_refs
-from .stats import bootstrap_rank_stability, rank_by_mean, t_interval
+from .stats import Friedman, t_interval
 from .theory_board import TheoryBoard, build_theory_leaderboard
 
 __all__ = ["FP_METHOD", "DEFAULT_METRIC", "DEFAULT_TARGET_DROP", "Column", "column_of", "label_runs", "Leaderboard",
@@ -131,9 +137,11 @@ class Leaderboard:
     """Everything the writers need; build it with :func:`build_leaderboard`.
 
     ``table`` has one row per method label and, per column setting (arch × bits, plus dataset/policy when a suite
-    varies them): the cell text, top-5 (ImageNet/CIFAR-100), Δ FP, rank (stability) and the paper reference.
+    varies them): the cell text, top-5 (ImageNet/CIFAR-100), Δ FP, the tie-aware rank and the paper reference.
     ``costs`` has one row per (method, setting) with device-labelled cost columns. ``cells`` is the long numeric
-    table written as CSV. ``table_best`` / ``costs_best`` mark the best value of each column (bold in HTML/LaTeX).
+    table written as CSV. ``table_best`` marks each column's statistically tied top group, ``costs_best`` the best
+    value of each cost column (bold in every format). ``significance`` states the tests in words, ``friedman`` is the
+    comparison across columns (None when there are too few; :mod:`qbench.report.cd_diagram` draws it).
     """
 
     kind: ClassVar[str] = "train"
@@ -147,15 +155,21 @@ class Leaderboard:
     cells: pd.DataFrame
     header: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    significance: pd.DataFrame = field(default_factory=pd.DataFrame)
+    friedman: Friedman | None = None
 
     @property
     def title(self) -> str:
         return f"qbench leaderboard: {self.suite}"
 
     def tables(self) -> list[Table]:
-        """The accuracy table, then the cost table when any cost was measured."""
+        """The accuracy table, the significance table when anything was compared, then the cost table when any cost
+        was measured."""
         tables = [Table(f"Accuracy ({self.metric})", f"qbench {self.suite}: {self.metric}", "accuracy", self.table,
                         self.table_best)]
+        if len(self.significance):
+            tables.append(Table(f"Significance (α = {ALPHA:g})", f"qbench {self.suite}: significance", "significance",
+                                self.significance))
         if has_costs(self.costs):
             tables.append(Table("Cost", f"qbench {self.suite}: cost", "cost", self.costs, self.costs_best))
         return tables
@@ -187,8 +201,6 @@ def build_leaderboard(
     bench: pd.DataFrame | None = None,
     target: float | None = None,
     target_drop: float = DEFAULT_TARGET_DROP,
-    n_bootstrap: int = 1000,
-    bootstrap_seed: int = 0,
     decimals: int = 2,
     suite: str | None = None,
     tuning: pd.DataFrame | None = None,
@@ -205,7 +217,6 @@ def build_leaderboard(
         bench: rows from :func:`~qbench.report.load.load_bench`, merged as device-labelled cost columns.
         target: val_top1 (%) for the "time to target" column; default: the FP baseline's final val_top1 of the same
             dataset and arch minus ``target_drop`` points (no FP run for that arch → no time to target there).
-        n_bootstrap, bootstrap_seed: seed resamples for rank stability (0 disables it).
         decimals: digits shown in the text tables (the CSV keeps full precision).
         suite: the name in titles and the CSV; default: the suites of the runs.
         tuning: study summaries from :func:`~qbench.report.load.load_tuning`; tuned rows get what their tuning cost
@@ -258,22 +269,25 @@ def build_leaderboard(
     ]
     bench_labels = merge_bench(cell_rows, bench)
     merge_tuning(cell_rows, tuning)
-    _assign_ranks(cell_rows, n_bootstrap, bootstrap_seed)
+    comparisons = assign_significance(cell_rows)
     labels, mean_rank = _order_labels(cell_rows)
+    friedman, why_not = friedman_over_columns(cell_rows)
 
-    table, table_best = _accuracy_table(
-        cell_rows, labels, columns, title, mean_rank, top5_metric, decimals, higher_is_better
-    )
+    table, table_best = _accuracy_table(cell_rows, labels, columns, title, mean_rank, top5_metric, decimals)
     order = {label: i for i, label in enumerate(labels)}
     col_order = {col: i for i, col in enumerate(columns)}
     in_order = sorted(cell_rows, key=lambda r: (col_order[r["_column"]], order[r["method"]]))
     costs, costs_best = cost_table(in_order, vary_dataset, vary_policy, bench_labels)
     cells = _cells_frame(in_order)
     header, notes = _header_and_notes(runs, suite, metric, columns, target, target_drop, target_for,
-                                      n_bootstrap, bootstrap_seed, bool(bench_labels), table, costs)
+                                      bool(bench_labels), table, costs)
+    significance = significance_table(cell_rows, comparisons, title, friedman, why_not, decimals)
+    if friedman is not None or why_not:
+        notes.insert(1, friedman_statement(friedman, why_not))
     notes += _warm_start_notes(runs)
     notes += [s.note() for s in skipped]
-    return Leaderboard(suite, metric, table, table_best, costs, costs_best, cells, header, notes)
+    return Leaderboard(suite, metric, table, table_best, costs, costs_best, cells, header, notes, significance,
+                       friedman)
 
 
 # Filter keys that select *which methods / bit-widths are shown*; the FP reference ignores them, so that a view such
@@ -342,7 +356,9 @@ def _cell_record(
     if no_value:
         bad[f"without {metric}"] = no_value
     seeds_present = {int(s) for s in group["seed"].dropna()}
-    missing = len(expected_seeds - seeds_present)
+    # seeds=auto chose this cell's seeds: fewer than another cell's is the rule (stopped early), not a gap
+    sequential = "seeds_rule" in group and (group["seeds_rule"] == SEEDS_AUTO).any()
+    missing = 0 if sequential else len(expected_seeds - seeds_present)
     n = len(values)
     # The same seed run twice (e.g. again on another device) is two samples but not two independent seeds: say so.
     usable_seeds = group.loc[is_complete & group[metric].notna(), "seed"].dropna()
@@ -350,6 +366,10 @@ def _cell_record(
     mean = float(values.mean()) if n else np.nan
     std = float(values.std(ddof=1)) if n >= 2 else np.nan
     low, high = t_interval(values)
+    # What the paired tests compare: seed → score (higher is better; a repeated seed is one seed, its mean).
+    usable = group[is_complete & group[metric].notna()] if not mixed else group.iloc[:0]
+    by_seed = {int(seed): sign * float(v.mean()) for seed, v in usable.groupby("seed")[metric]}
+    stage = group["stage"].iloc[0] if "stage" in group else None
     row: dict[str, Any] = {
         "suite": suite, "dataset": col.dataset, "arch": col.arch, "bits": col.bits, "policy": col.policy,
         "method": label, "method_name": group["method"].iloc[0], "tuned": bool(group["tuned"].iloc[0]),
@@ -358,7 +378,8 @@ def _cell_record(
         "n_failed": bad.get("failed", 0), "n_diverged": bad.get("diverged", 0),
         "n_incomplete": bad.get("incomplete", 0), "n_without_metric": no_value, "n_missing_seeds": missing,
         "n_repeated_seeds": repeated, "seeds": ";".join(str(s) for s in sorted(seeds_present)),
-        "_text": _cell_text(mean, std, n, bad, missing, decimals, repeated), "_scores": sign * values, "_column": col,
+        "_text": _cell_text(mean, std, n, bad, missing, decimals, repeated), "_by_seed": by_seed, "_sign": sign,
+        "_column": col, "_stage": stage if isinstance(stage, str) else "",
     }
     if mixed:  # the column exists only in a report that has such a cell: the others keep their bytes
         row["not_pooled"] = ", ".join(mixed)
@@ -408,36 +429,14 @@ def _paper_fields(col: Column, group: pd.DataFrame, method: str, metric: str) ->
     }
 
 
-def _assign_ranks(cell_rows: list[dict], n_bootstrap: int, bootstrap_seed: int) -> None:
-    """Rank (1 = best mean) and bootstrap rank stability of each cell within its column."""
-    by_column: dict[Column, list[dict]] = {}
-    for row in cell_rows:
-        by_column.setdefault(row["_column"], []).append(row)
-    for rows in by_column.values():
-        ranked = {r["method"]: r["_scores"] for r in rows if r["n"] > 0}
-        ranks = rank_by_mean({label: float(np.mean(scores)) for label, scores in ranked.items()})
-        stability = bootstrap_rank_stability(ranked, ranks, n_bootstrap, bootstrap_seed)
-        for row in rows:
-            row["rank"] = ranks.get(row["method"], np.nan)
-            row["rank_stability"] = stability.get(row["method"], np.nan)
-            # A cell whose runs produced no result counts as last in the mean rank; skipping it would reward failing.
-            row["_rank_for_mean"] = row["rank"] if row["n"] > 0 else len(ranked) + 1
-
-
 def _order_labels(cell_rows: list[dict]) -> tuple[list[str], dict[str, float]]:
-    """Row order: FP first (the reference), then by mean rank over the quantized columns, then by name.
-
-    A method that ran in a column but produced no result there counts as ranked last in that column.
-    """
+    """Row order: FP first (the reference), then by mean rank over the quantized columns
+    (:func:`~qbench.report.compare.assign_mean_ranks`), then by name."""
+    mean_rank = assign_mean_ranks(cell_rows)
     labels = sorted({r["method"] for r in cell_rows})
-    mean_rank = {}
-    for label in labels:
-        quantized = [r["_rank_for_mean"] for r in cell_rows if r["method"] == label and r["bits"] != FP_BITS]
-        mean_rank[label] = float(np.mean(quantized)) if quantized else np.nan
+    mean_rank = {label: mean_rank.get(label, np.nan) for label in labels}
     fp_labels = {r["method"] for r in cell_rows if r["method_name"] == FP_METHOD}
     labels.sort(key=lambda lab: (lab not in fp_labels, math.isnan(mean_rank[lab]), np.nan_to_num(mean_rank[lab]), lab))
-    for row in cell_rows:
-        row["mean_rank"] = mean_rank[row["method"]]
     return labels, mean_rank
 
 
@@ -455,9 +454,16 @@ def _top5_texts(rows: list[dict | None], decimals: int) -> tuple[list[str], list
     return texts, values
 
 
+def _rank_text(row: dict | None) -> str:
+    """The tie-aware rank, "no test" for a method compared with others on fewer than MIN_SEEDS seeds, else "—"."""
+    if row is None or row["n"] == 0 or row["_compared"] < 2:
+        return "—"
+    return f"{int(row['rank'])}" if not is_missing(row["rank"]) else f"no test (<{MIN_SEEDS} seeds)"
+
+
 def _accuracy_table(cell_rows: list[dict], labels: list[str], columns: list[Column], title: Callable[[Column], str],
-                    mean_rank: dict[str, float], top5_metric: str | None, decimals: int,
-                    higher_is_better: bool) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    mean_rank: dict[str, float], top5_metric: str | None,
+                    decimals: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     lookup = {(r["method"], r["_column"]): r for r in cell_rows}
     data: dict[str, list[str]] = {"method": list(labels)}
     best: dict[str, list[bool]] = {"method": [False] * len(labels)}
@@ -465,11 +471,8 @@ def _accuracy_table(cell_rows: list[dict], labels: list[str], columns: list[Colu
     for col in columns:
         rows = [lookup.get((label, col)) for label in labels]
         name = title(col)
-        means = [r["mean"] if r is not None and r["n"] > 0 else np.nan for r in rows]
-        finite = [m for m in means if not math.isnan(m)]
-        winner = (max(finite) if higher_is_better else min(finite)) if finite else None
         data[name] = [r["_text"] if r is not None else "—" for r in rows]
-        best[name] = [winner is not None and m == winner for m in means]
+        best[name] = [r is not None and bool(r["top_group"]) for r in rows]  # the statistically tied top group
         if top5_metric and col.dataset.lower().replace("-", "").startswith(TOP5_DATASETS):
             texts, values = _top5_texts(rows, decimals)
             top = max([v for v in values if not math.isnan(v)], default=None)
@@ -481,12 +484,8 @@ def _accuracy_table(cell_rows: list[dict], labels: list[str], columns: list[Colu
                 f"{r['gap_to_fp']:+.{decimals}f}" if r is not None and r["n"] > 0 else "—" for r in rows
             ]
             best[f"{name} Δ FP"] = [False] * len(rows)
-        if sum(r is not None for r in rows) >= 2:  # a column with one method has nothing to rank
-            data[f"{name} rank"] = [
-                "—" if r is None or is_missing(r["rank"]) else
-                f"{int(r['rank'])}" + ("" if is_missing(r["rank_stability"]) else f" ({r['rank_stability']:.2f})")
-                for r in rows
-            ]
+        if any(r is not None and r["_compared"] >= 2 for r in rows):  # one method alone has nothing to rank
+            data[f"{name} rank"] = [_rank_text(r) for r in rows]
             best[f"{name} rank"] = [False] * len(rows)
         if any(r is not None and r["_paper_text"] for r in rows):
             data[f"{name} paper (source, setting)"] = ["" if r is None else r["_paper_text"] for r in rows]
@@ -513,8 +512,7 @@ def _cells_frame(rows: list[dict]) -> pd.DataFrame:
     return frame[leading + trailing]
 
 
-def _header_and_notes(runs, suite, metric, columns, target, target_drop, target_for, n_bootstrap, bootstrap_seed,
-                      has_bench, table, costs):
+def _header_and_notes(runs, suite, metric, columns, target, target_drop, target_for, has_bench, table, costs):
     status = Counter(runs["status"])
     status_text = ", ".join(f"{status[s]} {s}" for s in status_words(status))
     devices = sorted(set(runs.loc[runs["status"] == "complete", "_device"])) or ["none recorded"]
@@ -530,15 +528,25 @@ def _header_and_notes(runs, suite, metric, columns, target, target_drop, target_
     ]
     if any(c.endswith(" Δ FP") for c in table.columns):
         notes.append(f"Δ FP: cell mean minus the FP baseline (method `{FP_METHOD}`, {FP_BITS}) of the same arch.")
-    if n_bootstrap > 0:
+    if any(c.endswith(" rank") and c != "mean rank" for c in table.columns):
+        header.append(f"Bold in the accuracy table: each column's top group, the methods no other method beats "
+                      f"significantly ({TEST_NAME}, α = {ALPHA:g}); the rank is 1 + the number of methods "
+                      f"significantly better.")
         notes.append(
-            f"rank (stability): 1 = best mean in the column; stability = fraction of {n_bootstrap} bootstrap "
-            f"resamples of the seeds within each cell (rng seed {bootstrap_seed}) in which the method keeps that rank "
-            f"(not shown for a single seed)."
+            f"rank: two-sided paired t-tests over the seeds both methods have a result for (a shared seed is a shared "
+            f"initialisation and data order), every pair of the column, Holm-adjusted; methods that cannot be told "
+            f"apart share a rank. Fewer than {MIN_SEEDS} paired seeds: no test. Failed and diverged seeds pair with "
+            f"nothing. FP ({FP_BITS}) is the reference of Δ FP and is not ranked; tuned rows are ranked among "
+            f"themselves."
         )
+    if "seeds_rule" in runs and (runs["seeds_rule"] == SEEDS_AUTO).any():
+        notes.append("seeds=auto: `qbench run seeds=auto` added seeds to the columns whose top group was not yet "
+                     "separated (and stopped when it was, at α divided by the number of looks); a method already "
+                     "significantly worse got no more seeds, so n differs within a column and no seed is missing.")
     if "mean rank" in table.columns:
-        notes.append("mean rank: over the quantized columns; a column where the method ran but has no result "
-                     "counts as last.")
+        notes.append("mean rank: over the quantized columns, of the rank by mean within each column (ties share the "
+                     "average rank; a column where the method ran but has no result counts as last), as in "
+                     "Friedman's test.")
     if any(c.startswith("time to target") for c in costs.columns):
         if target is not None:
             notes.append(f"time to target: wall time to the first epoch with val_top1 ≥ {float(target):.2f}.")

@@ -1,5 +1,5 @@
-"""``qbench report suite=S``: load → board → render, plus the figures and the site; ``qbench report --all``: every
-suite of a results folder."""
+"""``qbench report suite=S``: load → board → render, plus the figures, the critical-difference diagram and the site;
+``qbench report --all``: every suite of a results folder."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..errors import QbenchError
-from .board import DEFAULT_METRIC, DEFAULT_TARGET_DROP, build_leaderboard
+from .board import DEFAULT_METRIC, DEFAULT_TARGET_DROP, Leaderboard, build_leaderboard
+from .cd_diagram import write_cd_diagram
 from .load import filter_runs, load_bench, load_tuning, parse_where, scan_runs
 from .plots import write_plots
 from .render import DEFAULT_FORMATS, check_formats, write_board
@@ -31,7 +32,8 @@ def report(
     target: float | None = None,
     target_drop: float = DEFAULT_TARGET_DROP,
 ) -> list[Path]:
-    """Tables (md/csv/html/tex), figures (PNG + SVG + PDF) and, with the ``site`` format, the suite's web page
+    """Tables (md/csv/html/tex), figures (PNG + SVG + PDF) with the critical-difference diagram when the suite has
+    enough columns for Friedman's test, and, with the ``site`` format, the suite's web page
     (:mod:`qbench.report.site`) under ``<results_dir>/leaderboards`` (or ``out_dir``).
 
     ``where`` is a ``{key: value}`` dict or a list of ``key=value`` strings. Unreadable run folders are skipped and
@@ -53,6 +55,8 @@ def report(
     paths = write_board(board, out_dir, suite, formats)
     shown = filter_runs(runs, where)
     figures = write_plots(shown, results_dir, out_dir, suite, metric=metric) if plots else []
+    if plots:
+        figures += write_cd_diagram(board.friedman if isinstance(board, Leaderboard) else None, out_dir, suite)
     paths += figures
     if SITE_FORMAT in formats:
         paths += write_site(board, shown, out_dir, figures=[p for p in figures if p.suffix == ".png"],

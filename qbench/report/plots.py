@@ -48,7 +48,7 @@ def _integer_epochs(ax) -> None:
 
 def _cells(df: pd.DataFrame, metric: str) -> pd.DataFrame:
     # The leaderboard's own aggregation, so plots and tables always agree on labels, columns and statistics.
-    return build_leaderboard(df, metric=metric, n_bootstrap=0).cells
+    return build_leaderboard(df, metric=metric).cells
 
 
 def _metric_label(metric: str) -> str:

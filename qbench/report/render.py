@@ -32,11 +32,20 @@ HTML_UUID = "qbench"  # fixed so the HTML output is byte-stable (Styler otherwis
 Board = Leaderboard | TheoryBoard
 
 
+def _marks(table: Table) -> pd.DataFrame:
+    """Which cells of ``table.frame`` are marked (the top group, the best cost), aligned with it."""
+    if table.best is None:
+        return pd.DataFrame(False, index=table.frame.index, columns=table.frame.columns)
+    return table.best.reindex(index=table.frame.index, columns=table.frame.columns, fill_value=False).astype(bool)
+
+
 def render_markdown(board: Board) -> str:
-    """GitHub-flavoured Markdown: header, the board's tables, notes. No timestamps (byte-stable)."""
+    """GitHub-flavoured Markdown: header, the board's tables (marked cells in **bold**, as in HTML and LaTeX),
+    notes. No timestamps (byte-stable)."""
     parts = [f"# {board.title}", "", *board.header, ""]
     for table in board.tables():
-        parts += [f"## {table.heading}", "", table.frame.to_markdown(index=False, disable_numparse=True), ""]
+        frame = table.frame.astype(str).mask(_marks(table), "**" + table.frame.astype(str) + "**")
+        parts += [f"## {table.heading}", "", frame.to_markdown(index=False, disable_numparse=True), ""]
     if board.notes:
         parts += ["## Notes", "", *[f"- {note}" for note in board.notes], ""]
     return "\n".join(parts)
@@ -51,9 +60,7 @@ def render_csv(board: Board) -> str:
 def _styled(table: Table, frame: pd.DataFrame, css: str) -> Styler:
     """A Styler of ``frame`` (``table.frame`` or an escaped copy) with ``css`` on the table's best cells."""
     styler = Styler(frame, uuid=f"{HTML_UUID}_{table.label}", cell_ids=False)
-    best = table.best if table.best is not None else pd.DataFrame(False, index=frame.index, columns=table.frame.columns)
-    renamed = best.rename(columns=dict(zip(table.frame.columns, frame.columns)))  # the escaped names, for LaTeX
-    marks = renamed.reindex(index=frame.index, columns=frame.columns, fill_value=False)
+    marks = _marks(table).set_axis(frame.columns, axis=1)  # the escaped names, for LaTeX
     styler.apply(lambda _: marks.map(lambda is_best: css if is_best else ""), axis=None)
     return styler.hide(axis="index")
 
@@ -64,7 +71,7 @@ def table_html(table: Table) -> str:
 
 
 def render_html(board: Board) -> str:
-    """A standalone HTML page; the best value of each column is bold."""
+    """A standalone HTML page; marked cells (each column's top group, the best cost) are bold."""
     esc = html.escape
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
@@ -81,7 +88,8 @@ def render_html(board: Board) -> str:
 
 _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
                   "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "≥": r"$\geq$", "…": r"\dots{}"}
+_LATEX_SYMBOLS = {"±": r"$\pm$", "Δ": r"$\Delta$", "—": "--", "–": "--", "≥": r"$\geq$", "…": r"\dots{}",
+                  "α": r"$\alpha$", "<": r"$<$", ">": r"$>$"}
 
 
 def _latex_escape(text: Any) -> str:
@@ -105,7 +113,7 @@ def _latex_table(board: Board, table: Table) -> str:
 
 
 def render_latex(board: Board) -> str:
-    """LaTeX tables (booktabs rules) via the pandas Styler; best values in \\textbf; header and notes as comments."""
+    """LaTeX tables (booktabs rules) via the pandas Styler; marked cells in \\textbf; header and notes as comments."""
     parts = [f"% {board.title}", *[f"% {line}" for line in board.header], ""]
     for index, table in enumerate(board.tables()):
         parts += ([""] if index else []) + [_latex_table(board, table)]
@@ -127,7 +135,7 @@ def write_leaderboard(
     """Build the leaderboard of ``df_runs`` and write ``out_dir/<suite>.<fmt>`` atomically for each format.
 
     ``build_kwargs`` go to :func:`~qbench.report.board.build_leaderboard` (metric, bench, target, target_drop,
-    n_bootstrap, skipped, ...).
+    skipped, ...).
     """
     check_formats(formats)
     return write_board(build_leaderboard(df_runs, where=where, suite=suite, **build_kwargs), out_dir, suite, formats)

@@ -20,8 +20,10 @@ import numpy as np
 import pandas as pd
 
 from ..bits import FP_BITS
+from ..paired import ALPHA, MIN_SEEDS
 from ..registry import get_method_class
 from .board import Leaderboard, column_of, label_runs
+from .compare import TEST_NAME
 from .display import fmt_seconds, fmt_size, status_words
 from .figure import method_family, method_style
 from .load import ENV_PREFIX, is_missing
@@ -164,21 +166,24 @@ def _result_columns(frame: pd.DataFrame, metric: str, decimals: int = 2) -> list
             return value, f"{value:+.{decimals}f}", f"FP baseline mean {float(row['fp_mean']):.{decimals}f}"
         cols.append(SiteColumn("gap_to_fp", "Δ FP", "gap_to_fp", gap, group="result",
                                tooltip=f"cell mean minus the FP baseline ({FP_BITS}) of the same dataset and arch"))
-    if "rank" in frame and frame["rank"].notna().any():
+    if "rank" in frame and (frame["bits"] != FP_BITS).any():  # "no test" is an answer too: shown
         def rank(row):
             value = _num(row.get("rank"))
-            if value is None:
+            if value is None and row.get("bits") == FP_BITS:
                 return None, "—", ""
-            stability = _num(row.get("rank_stability"))
-            tip = f"kept in {stability:.0%} of the bootstrap resamples" if stability is not None else \
-                "no stability for a single seed"
+            if value is None:
+                return None, "no test", f"fewer than {MIN_SEEDS} seeds paired with another method of this setting"
+            diff, p_value = _num(row.get("vs_best_diff")), _num(row.get("vs_best_p"))
+            tip = ("top group: not significantly worse than the best" if row.get("top_group") else
+                   "significantly worse than the best")
+            if diff is not None and p_value is not None:
+                tip += f" (paired Δ to the best {diff:+.{decimals}f} over n={int(row['vs_best_n'])} seeds, " \
+                       f"Holm-adjusted p = {p_value:.3g})"
             return value, f"{int(value)}", tip
         cols.append(SiteColumn("rank", "rank", "rank", rank, group="result", ascending=True,
-                               tooltip="1 = best mean among the methods of the same setting (ties share a rank)"))
-        if "rank_stability" in frame and frame["rank_stability"].notna().any():
-            cols.append(_number_column("rank_stability", "stability", "{:.2f}", group="result",
-                                       tooltip="fraction of bootstrap resamples of the seeds (within each cell) in "
-                                               "which the method keeps its rank"))
+                               tooltip=f"1 + the number of methods of the same setting significantly better "
+                                       f"({TEST_NAME}, α = {ALPHA:g}); methods the test cannot tell apart share a "
+                                       f"rank; bold = the top group"))
     if "mean_rank" in frame and frame["mean_rank"].notna().any():
         cols.append(_number_column("mean_rank", "mean rank", "{:.2f}", group="result", ascending=True,
                                    tooltip="mean rank over the quantized settings; a setting where the method ran "
@@ -330,6 +335,8 @@ def site_rows(board, columns: list[SiteColumn]) -> list[dict]:
             record["_method"] = str(row["method_name"])
             record["_color"] = method_style(str(row["method"]), str(row["method_name"])).color
             record["_runs"] = int(row.get("n_runs", 0) or 0)
+        if bool(row.get("top_group", False)):  # the statistically tied top group of its column: bold, as in the tables
+            record["_top"] = True
         rows.append(record)
     return rows
 

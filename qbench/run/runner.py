@@ -4,6 +4,8 @@ One code path for every training suite: the 10-second quickstart and ImageNet di
 ``result.json`` says ``complete`` or ``diverged`` is skipped, so re-running a suite resumes it; a cell killed mid-way
 continues from its last epoch checkpoint; a cell that raises is recorded as ``failed`` with its error and the suite
 goes on. ``shard=i/n`` runs a deterministic 1/n of the cells (several machines share one results directory).
+``seeds=auto`` adds seeds, round by round, to the leaderboard columns whose top group is not yet separated
+(:func:`qbench.paired.plan_seeds`, decided from the records on disk).
 
 The typed :class:`~qbench.config.SuiteConfig` travels unchanged to the training step: :func:`cell_config` narrows it to
 one cell, :func:`run_cell` hands its ``data``, ``model`` and ``train`` blocks to the builders and :func:`~.train.fit`.
@@ -25,9 +27,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from .. import __version__
 from ..bits import FP_BITS, Bits, parse_bits
-from ..config import (DataConfig, SuiteConfig, fingerprint, fingerprint_diff, parse_policy, parse_shard, stage_configs,
-                      to_dict, to_yaml, with_overrides)
+from ..config import (SEEDS_AUTO, DataConfig, SuiteConfig, fingerprint, fingerprint_diff, parse_policy, parse_shard,
+                      stage_configs, to_dict, to_yaml, with_overrides)
 from ..errors import QbenchError
+from ..paired import plan_seeds
 from ..quant.apply import model_size_bits, quantize_model
 from ..registry import create_method, load_plugin, method_label, parse_method_spec, supported_bits
 from ..results import (CHECKPOINT_FILE, CONFIG_FILE, ENV_FILE, FINISHED, METRICS_FILE, MODEL_FILE, RESULT_FILE,
@@ -42,7 +45,7 @@ from .models import create_model, load_checkpoint
 from .train import evaluate, fit, loss_at_q
 
 __all__ = ["Cell", "plan_cells", "cell_config", "record_config", "load_splits", "run_suite", "run_cell",
-           "failure_record", "warm_start", "resolve_init_run", "save_model"]
+           "failure_record", "warm_start", "resolve_init_run", "save_model", "AUTO_METRIC", "auto_seed_plan"]
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,7 @@ class Cell:
     seed: int
     tuned: bool = False
     stage: str = ""  # the suite stage (config.stage_configs); prefixes the run id so stages never share a run dir
+    seeds_rule: str = ""  # "auto": seeds=auto chose this seed (recorded; not part of the run id)
 
     @property
     def run_id(self) -> str:
@@ -67,7 +71,8 @@ class Cell:
         """The ``cell`` block of the run's ``config.yaml``: what names the run (read by ``qbench report`` and
         ``qbench run --from``)."""
         return {"method": self.method, "arch": self.arch, "bits": str(self.bits), "policy": self.policy,
-                "seed": self.seed, "tuned": self.tuned, "stage": self.stage, "run_id": self.run_id}
+                "seed": self.seed, "tuned": self.tuned, "stage": self.stage, "run_id": self.run_id,
+                **({"seeds_rule": self.seeds_rule} if self.seeds_rule else {})}
 
 
 def plan_cells(cfg: SuiteConfig, *, on_unsupported: Callable[[str], None] | None = None) -> list[Cell]:
@@ -218,7 +223,8 @@ def _record_identity(cfg: SuiteConfig, cell: Cell) -> dict:
     return {"schema_version": SCHEMA_VERSION, "qbench_version": __version__, "suite": cfg.name,
             "run_id": cell.run_id, "method": parse_method_spec(cell.method)[0], "tuned": cell.tuned,
             "arch": cell.arch, "bits": str(cell.bits), "policy": cell.policy, "seed": cell.seed,
-            "dataset": cfg.data.name, "epochs": cfg.train.epochs, "kind": "train", "stage": cell.stage or None}
+            "dataset": cfg.data.name, "epochs": cfg.train.epochs, "kind": "train", "stage": cell.stage or None,
+            **({"seeds_rule": cell.seeds_rule} if cell.seeds_rule else {})}
 
 
 def failure_record(cfg: SuiteConfig, cell: Cell, exc: BaseException) -> dict:
@@ -279,11 +285,11 @@ def _wrap_ddp(model, device):
 
 
 def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, log: Callable[[str], None] = print,
-              tuned_params: Callable[[Cell], dict] | None = None) -> SuiteRun:
+              tuned_params: Callable[[Cell], dict] | None = None, seeds_rule: str = "") -> SuiteRun:
     """Run every (remaining) cell of a training suite; returns what ran, what was skipped and what failed.
 
     Stages (``cfg.stages``) run in order: a later stage may warm-start from an earlier one's runs
-    (``model.init_from_run``)."""
+    (``model.init_from_run``). ``seeds_rule="auto"`` marks the records of cells whose seeds seeds=auto chose."""
     if cfg.kind != "train":
         raise QbenchError(f"suite '{cfg.name}' is a {cfg.kind} suite; `qbench run` sends it to its own runner")
     if cfg.stages:
@@ -292,6 +298,9 @@ def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, l
             log(f"== stage {stage_cfg.stage} ==")
             outcome.add(run_suite(stage_cfg, resume=resume, progress=progress, log=log, tuned_params=tuned_params))
         return outcome
+    if cfg.seeds == SEEDS_AUTO:
+        return _run_auto_seeds(cfg, resume=resume, progress=progress, log=log, tuned_params=tuned_params,
+                               seeds_rule=SEEDS_AUTO)
     for plugin in cfg.plugins:
         load_plugin(plugin)
     for name in cfg.methods:
@@ -302,7 +311,7 @@ def run_suite(cfg: SuiteConfig, *, resume: bool = True, progress: bool = True, l
     load_splits(cfg.data)
     require_loggers(cfg.loggers)  # so is a logger whose package is missing
     layout = ResultsLayout(cfg.results_dir, cfg.name)
-    cells = plan_cells(cfg, on_unsupported=log)
+    cells = [dataclasses.replace(c, seeds_rule=seeds_rule) for c in plan_cells(cfg, on_unsupported=log)]
     outcome = SuiteRun()
     rank, world, _ = dist_env()
     if cfg.data.batch_size % world:
@@ -390,3 +399,62 @@ def _claim(cell: Cell, run_dir: Path, lock: CellLock, resume: bool, log: Callabl
         for name in (CHECKPOINT_FILE, METRICS_FILE, RESULT_FILE, MODEL_FILE, TRACEBACK_FILE):
             (run_dir / name).unlink(missing_ok=True)
     return "run"
+
+
+# ------------------------------------------------------------------------------------------------------ seeds=auto
+#: the result field seeds=auto decides on: the report's default metric, so the runner and the table agree
+AUTO_METRIC = "test_top1"
+
+
+def auto_seed_plan(cfg: SuiteConfig, only: set[str] | None = None) -> dict[tuple[str, str, str], dict[str, list[int]]]:
+    """What ``seeds=auto`` runs next, from the records under ``cfg.results_dir``: {(arch, bits, policy): {method spec:
+    [seeds]}} (:func:`qbench.paired.plan_seeds` per leaderboard column; FP is its own column of one method).
+
+    A record counts once it is finished (complete, or diverged: no score); a failed or killed cell does not, so it is
+    planned again and retried. ``only``: count just these run ids (``--fresh`` ignores records of earlier runs)."""
+    layout = ResultsLayout(cfg.results_dir, cfg.name)
+    columns: dict[tuple[str, str, str], dict[str, dict[int, float | None]]] = {}
+    for cell in plan_cells(dataclasses.replace(cfg, seeds=list(range(cfg.seeds_max)))):
+        runs = columns.setdefault((cell.arch, str(cell.bits), cell.policy), {}).setdefault(cell.method, {})
+        record = load_result(layout.run_dir(cell.run_id)) if only is None or cell.run_id in only else None
+        if record is not None and record.get("status") in FINISHED:
+            value = record.get(AUTO_METRIC) if record["status"] == "complete" else None
+            runs[cell.seed] = None if value is None else float(value)
+    plans = {column: plan_seeds(runs, seeds_min=cfg.seeds_min, seeds_max=cfg.seeds_max)
+             for column, runs in columns.items()}
+    return {column: plan for column, plan in plans.items() if plan}
+
+
+def _run_auto_seeds(cfg: SuiteConfig, **kwargs: Any) -> SuiteRun:
+    """``seeds=auto``: seeds 0 … seeds_min − 1 everywhere, then round after round the seeds :func:`auto_seed_plan`
+    asks for, until it asks for nothing new (a cell that failed, or that another process holds, is not retried in the
+    same invocation). Rank 0 reads the records and every rank gets its plan, so a torchrun job runs the same cells
+    on every rank."""
+    log = kwargs["log"]
+    fresh = not kwargs["resume"]
+    outcome = run_suite(dataclasses.replace(cfg, seeds=list(range(cfg.seeds_min))), **kwargs)
+    attempted = _attempted(outcome)
+    while True:
+        plan = broadcast_object(auto_seed_plan(cfg, attempted if fresh else None) if dist_env()[0] == 0 else None)
+        calls: dict[tuple[str, str, str, tuple[int, ...]], list[str]] = {}
+        for (arch, bits, policy), methods in plan.items():
+            for method, seeds in methods.items():
+                todo = tuple(s for s in seeds if Cell(method, arch, parse_bits(bits), policy, s, cfg.tuned).run_id
+                             not in attempted)
+                if todo:
+                    calls.setdefault((arch, bits, policy, todo), []).append(method)
+        if not calls:
+            return outcome
+        for (arch, bits, policy, seeds), methods in sorted(calls.items()):
+            log(f"seeds=auto: {arch} {bits} [{policy}] is not separated yet: seed{'s' if len(seeds) > 1 else ''} "
+                f"{', '.join(map(str, seeds))} for {', '.join(methods)}")
+            narrowed = dataclasses.replace(cfg, methods=methods, bits=[bits], method_bits={}, policies=[policy],
+                                           seeds=list(seeds), model=dataclasses.replace(cfg.model, archs=[arch]))
+            step = run_suite(narrowed, **kwargs)
+            attempted |= _attempted(step)
+            outcome.add(step)
+
+
+def _attempted(outcome: SuiteRun) -> set[str]:
+    """The run ids this invocation ran, or left to another process: never planned twice in one invocation."""
+    return {r["run_id"] for r in outcome.results} | set(outcome.failed) | set(outcome.locked)

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from qbench.config import (DataConfig, SuiteConfig, TrainConfig, get_value, list_suites, load_config, to_yaml,
-                           with_overrides)
+from qbench.config import (DataConfig, SuiteConfig, TrainConfig, fingerprint, get_value, list_suites, load_config,
+                           to_yaml, with_overrides)
 from qbench.errors import BitsError, ConfigError
 
 
@@ -62,7 +62,7 @@ def test_saved_config_round_trips(tmp_path):
 def test_load_config_returns_the_typed_schema():
     cfg = load_config("quickstart")
     assert isinstance(cfg, SuiteConfig) and isinstance(cfg.train, TrainConfig) and isinstance(cfg.data, DataConfig)
-    assert cfg.train.epochs == 5 and cfg.data.batch_size == 64  # the suite's values
+    assert cfg.train.epochs == 2 and cfg.data.batch_size == 64  # the suite's values
     assert cfg.train.weight_decay == TrainConfig().weight_decay  # one default, the schema's
 
 
@@ -103,3 +103,24 @@ def test_with_overrides_and_get_value_check_keys():
 def test_loading_a_config_does_not_import_torch():
     code = "import sys, qbench.config as c; c.load_config('quickstart'); assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_seeds_auto_and_its_bounds():
+    cfg = load_config("quickstart", ["seeds=auto", "seeds_min=4", "seeds_max=8"])
+    assert (cfg.seeds, cfg.seeds_min, cfg.seeds_max) == ("auto", 4, 8)
+    assert load_config("quickstart", ["seeds=[0,2]"]).seeds == [0, 2]
+    for overrides, needle in ((["seeds=auto", "seeds_min=2"], "seeds_min=2 must be an integer ≥ 3"),
+                              (["seeds=auto", "seeds_max=2"], "seeds_max=2 must be an integer ≥ seeds_min=3"),
+                              (["seeds=auto", "shard=0/2"], "cannot run with shard="),
+                              (["seeds=[]"], "give a list of seeds"), (["seeds=often"], "non-negative integers")):
+        with pytest.raises(ConfigError, match=needle):
+            load_config("quickstart", overrides)
+    with pytest.raises(ConfigError, match="cannot run with a theory suite"):
+        load_config("theory-gaussian", ["seeds=auto"])
+    with pytest.raises(ConfigError, match="cannot run with stages"):
+        load_config("mnist-lenet5-repel", ["seeds=auto"])
+
+
+def test_the_seed_keys_do_not_change_a_run_fingerprint():
+    base = load_config("quickstart", ["seeds=[0]"])
+    assert fingerprint(base) == fingerprint(load_config("quickstart", ["seeds=auto", "seeds_max=20"]))

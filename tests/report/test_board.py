@@ -1,13 +1,17 @@
 """qbench.report.board: cell statistics against numpy/scipy, honesty of the cells (failed, killed, missing seeds),
-ranks, Δ FP, row labels, top-5 and paper references."""
+tie-aware ranks and the top group against scipy's paired t-test and statsmodels' Holm, Δ FP, row labels, top-5 and
+paper references."""
 
 from __future__ import annotations
+
+import itertools
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
 from scipy import stats
+from statsmodels.stats.multitest import multipletests
 
 from qbench.bits import FP_BITS
 from qbench.config.policy import POLICY_NAMES
@@ -38,7 +42,8 @@ def test_mean_std_ci_match_numpy_and_scipy(tmp_path, write_run, cell):
 def test_csv_has_numeric_columns_matching_the_cells(tmp_path, suite_runs):
     paths = write_leaderboard(suite_runs, tmp_path / "out", SUITE, formats=("csv",))
     csv = pd.read_csv(paths[0])
-    for column in ("mean", "std", "n", "ci95_low", "ci95_high", "gap_to_fp", "rank", "rank_stability"):
+    for column in ("mean", "std", "n", "ci95_low", "ci95_high", "gap_to_fp", "rank", "vs_best_diff", "vs_best_p",
+                   "mean_rank"):
         assert pd.api.types.is_numeric_dtype(csv[column]), column
     bcgd = csv[(csv["method"] == "bcgd") & (csv["bits"] == "W1A4")].iloc[0]
     assert bcgd["mean"] == pytest.approx(np.mean([88.0, 88.4, 88.9]))
@@ -76,7 +81,7 @@ def test_all_failed_cell_shows_the_status(tmp_path, write_run, cell):
     board = build_leaderboard(load_runs(tmp_path, SUITE))
     assert cell(board, "ste", "resnet20_cifar W1A4") == "failed"
     assert cell(board, "aqe", "resnet20_cifar W1A4") == "failed / diverged"
-    assert cell(board, "ste", "resnet20_cifar W1A4 rank") == "—"
+    assert "resnet20_cifar W1A4 rank" not in board.table.columns  # one method with a result: nothing to rank
 
 
 def test_gap_to_fp_uses_the_fp_mean_of_the_same_arch(tmp_path, write_run, cell):
@@ -96,39 +101,128 @@ def test_gap_to_fp_uses_the_fp_mean_of_the_same_arch(tmp_path, write_run, cell):
     assert "resnet20_cifar W32A32 Δ FP" not in board.table.columns  # FP is the reference, not a competitor
 
 
-def test_rank_and_bootstrap_stability(tmp_path, write_run, cell):
-    # "best" beats "mid" on every seed by a wide margin; "mid" and "close" overlap.
-    for seed in range(4):
-        write_run(tmp_path, "best", "W1A4", seed, 90.0 + 0.1 * seed)
-        write_run(tmp_path, "mid", "W1A4", seed, [80.0, 82.0, 81.0, 83.0][seed])
-        write_run(tmp_path, "close", "W1A4", seed, [81.5, 80.5, 82.5, 81.0][seed])
-    board = build_leaderboard(load_runs(tmp_path, SUITE), n_bootstrap=1000)
+def _oracle_ranks(scores: dict[str, list[float]]) -> dict[str, int]:
+    """1 + the number of methods significantly better: scipy's paired t-test on every pair, statsmodels' Holm."""
+    pairs = list(itertools.combinations(sorted(scores), 2))
+    p = [stats.ttest_rel(scores[a], scores[b]).pvalue for a, b in pairs]
+    reject = multipletests(p, alpha=0.05, method="holm")[0]
+    beaten = dict.fromkeys(scores, 0)
+    for (a, b), significant in zip(pairs, reject):
+        if significant:
+            beaten[b if np.mean(scores[a]) > np.mean(scores[b]) else a] += 1
+    return {label: 1 + count for label, count in beaten.items()}
+
+
+def test_rank_is_the_paired_test_and_the_top_group_is_bold(tmp_path, write_run, cell):
+    # "best" beats the others on every seed by a wide margin; "mid" and "close" overlap.
+    scores = {"best": [90.0, 90.1, 90.2, 90.3], "mid": [80.0, 82.0, 81.0, 83.0], "close": [81.5, 80.5, 82.5, 81.0]}
+    for label, values in scores.items():
+        for seed, acc in enumerate(values):
+            write_run(tmp_path, label, "W1A4", seed, acc)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
     cells = board.cells.set_index("method")
-    assert cells.loc["best", "rank"] == 1 and cells.loc["best", "rank_stability"] == 1.0
-    assert cells.loc["mid", "rank"] == 2 and cells.loc["close", "rank"] == 3
-    assert 0.0 < cells.loc["close", "rank_stability"] < 1.0
-    assert 0.0 < cells.loc["mid", "rank_stability"] < 1.0
-    assert cell(board, "best", "resnet20_cifar W1A4 rank") == "1 (1.00)"
-    assert list(board.table["method"]) == ["best", "mid", "close"]
-    # fixed RNG seed: the same records give the same stability
-    again = build_leaderboard(load_runs(tmp_path, SUITE), n_bootstrap=1000).cells.set_index("method")
-    assert again.loc["close", "rank_stability"] == cells.loc["close", "rank_stability"]
+    expected = _oracle_ranks(scores)
+    assert expected == {"best": 1, "mid": 2, "close": 2}
+    assert {label: cells.loc[label, "rank"] for label in scores} == expected
+    assert cells["top_group"].to_dict() == {"best": True, "mid": False, "close": False}
+    assert cell(board, "best", "resnet20_cifar W1A4 rank") == "1"
+    assert cell(board, "close", "resnet20_cifar W1A4 rank") == "2"
+    # the difference to the best, paired, with its Holm p (the oracle's)
+    p = [stats.ttest_rel(scores[a], scores[b]).pvalue for a, b in itertools.combinations(sorted(scores), 2)]
+    holm = dict(zip(itertools.combinations(sorted(scores), 2), multipletests(p, method="holm")[1]))
+    assert cells.loc["mid", "vs_best_p"] == pytest.approx(holm[("best", "mid")], rel=1e-9)
+    assert cells.loc["mid", "vs_best_diff"] == pytest.approx(np.mean(scores["mid"]) - np.mean(scores["best"]))
+    assert cells.loc["mid", "vs_best_n"] == 4 and np.isnan(cells.loc["best", "vs_best_p"])
+    assert list(board.table["method"]) == ["best", "mid", "close"]  # by mean rank (mid's mean is 0.12 higher)
+    assert board.table_best.set_index(board.table["method"])["resnet20_cifar W1A4"].to_dict() == \
+        {"best": True, "mid": False, "close": False}
+    markdown = render_markdown(board)
+    assert "| **90.15 ± 0.13 (n=4)** " in markdown and "| 81.38 ± 0.85 (n=4) " in markdown  # bold in Markdown too
+    significance = board.significance.set_index("setting").loc["resnet20_cifar W1A4"]
+    assert significance["seeds"] == "4" and significance["test"] == "paired t-test over seeds, Holm (α = 0.05)"
+    assert significance["top group"] == "best (best, 90.15)"
+    p_mid = holm[("best", "mid")]
+    assert significance["below the top group"] == f"rank 2: mid (-8.65, p={p_mid:.3f}), rank 2: close (-8.77, p<0.001)"
 
 
-def test_single_seed_cell_has_rank_but_no_stability(tmp_path, write_run, cell):
+def test_methods_that_cannot_be_told_apart_share_the_top_rank(tmp_path, write_run, cell):
+    # two identical-in-distribution methods: a tie is reported as a tie, not as ranks 1 and 2
+    for seed, (a, b) in enumerate([(88.0, 88.2), (89.0, 88.6), (90.0, 90.3)]):
+        write_run(tmp_path, "bcgd", "W1A4", seed, a)
+        write_run(tmp_path, "ste", "W1A4", seed, b)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert board.cells.set_index("method")["rank"].to_dict() == {"bcgd": 1, "ste": 1}
+    assert board.table_best["resnet20_cifar W1A4"].tolist() == [True, True]
+    assert _oracle_ranks({"bcgd": [88.0, 89.0, 90.0], "ste": [88.2, 88.6, 90.3]}) == {"bcgd": 1, "ste": 1}
+
+
+def test_fewer_than_three_paired_seeds_say_no_test(tmp_path, write_run, cell):
     write_run(tmp_path, "bcgd", "W1A4", 0, 88.0)
     write_run(tmp_path, "ste", "W1A4", 0, 86.0)
     write_run(tmp_path, "ste", "W1A4", 1, 86.5)
     board = build_leaderboard(load_runs(tmp_path, SUITE))
-    assert cell(board, "bcgd", "resnet20_cifar W1A4 rank") == "1"  # one seed: no spread to resample
-    assert cell(board, "ste", "resnet20_cifar W1A4 rank") == "2 (1.00)"
+    assert cell(board, "bcgd", "resnet20_cifar W1A4 rank") == "no test (<3 seeds)"
+    assert cell(board, "ste", "resnet20_cifar W1A4 rank") == "no test (<3 seeds)"
+    assert not board.table_best["resnet20_cifar W1A4"].any()  # nothing is bold without a test
+    row = board.significance.set_index("setting").loc["resnet20_cifar W1A4"]
+    assert row["test"] == "none: fewer than 3 common seeds" and row["seeds"] == "1–2"
+
+
+def test_only_seeds_both_methods_have_are_paired(tmp_path, write_run):
+    # ste's seed 2 failed and seed 3 is bcgd's only: the pair is tested on seeds 0, 1, 4, 5
+    bcgd = {0: 90.0, 1: 91.0, 2: 90.5, 3: 91.2, 4: 90.8, 5: 91.1}
+    ste = {0: 88.0, 1: 88.9, 4: 88.7, 5: 89.2}
+    for seed, acc in bcgd.items():
+        write_run(tmp_path, "bcgd", "W1A4", seed, acc)
+    for seed, acc in ste.items():
+        write_run(tmp_path, "ste", "W1A4", seed, acc)
+    write_run(tmp_path, "ste", "W1A4", 2, status="failed")
+    cells = build_leaderboard(load_runs(tmp_path, SUITE)).cells.set_index("method")
+    common = sorted(ste)
+    assert cells.loc["ste", "vs_best_n"] == 4
+    assert cells.loc["ste", "vs_best_p"] == pytest.approx(
+        stats.ttest_rel([bcgd[s] for s in common], [ste[s] for s in common]).pvalue, rel=1e-9)
+    assert cells.loc["ste", "vs_best_diff"] == pytest.approx(np.mean([ste[s] - bcgd[s] for s in common]))
+
+
+def test_seeds_chosen_by_seeds_auto_are_not_missing(tmp_path, write_run, cell):
+    auto = {"seeds_rule": "auto"}
+    for seed in range(5):  # the tied top group got seeds 3 and 4, the clearly worse method stopped at 3
+        write_run(tmp_path, "bcgd", "W1A4", seed, 90.0 + 0.2 * seed, result_overrides=auto)
+        write_run(tmp_path, "ste", "W1A4", seed, 90.1 + 0.15 * seed, result_overrides=auto)
+    for seed in range(3):
+        write_run(tmp_path, "aqe", "W1A4", seed, 80.0 + 0.1 * seed, result_overrides=auto)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    assert cell(board, "aqe", "resnet20_cifar W1A4") == "80.10 ± 0.10 (n=3)"
+    assert any(note.startswith("seeds=auto: ") for note in board.notes)
+    write_run(tmp_path, "pcg", "W1A4", 0, 85.0)  # a fixed-seed cell keeps its missing seeds
+    assert cell(build_leaderboard(load_runs(tmp_path, SUITE)), "pcg", "resnet20_cifar W1A4") == "85.00 (n=1, 4 missing)"
 
 
 def test_lower_is_better_metric_ranks_ascending(tmp_path, write_run):
-    write_run(tmp_path, "bcgd", "W1A4", 0, 88.0, result_overrides={"test_loss": 0.3})
-    write_run(tmp_path, "ste", "W1A4", 0, 80.0, result_overrides={"test_loss": 0.9})
+    for seed in range(3):
+        write_run(tmp_path, "bcgd", "W1A4", seed, 88.0, result_overrides={"test_loss": 0.3 + 0.01 * seed})
+        write_run(tmp_path, "ste", "W1A4", seed, 80.0, result_overrides={"test_loss": 0.9 + 0.02 * seed})
     cells = build_leaderboard(load_runs(tmp_path, SUITE), metric="test_loss").cells.set_index("method")
     assert cells.loc["bcgd", "rank"] == 1 and cells.loc["ste", "rank"] == 2
+    assert cells.loc["ste", "vs_best_diff"] == pytest.approx(0.6 + 0.01)  # in metric units: a higher loss
+
+
+def test_fp_is_the_reference_and_tuned_rows_compete_among_themselves(tmp_path, write_run):
+    for seed in range(3):
+        write_run(tmp_path, "fp", "W32A32", seed, 95.0 + seed)
+        write_run(tmp_path, "fp", "W32A32", seed, 96.0 + seed, tuned=True)
+        write_run(tmp_path, "bcgd", "W1A4", seed, 90.0 + 0.1 * seed)
+        write_run(tmp_path, "ste", "W1A4", seed, 80.0 + 0.2 * seed)
+        write_run(tmp_path, "ste", "W1A4", seed, 99.0 - 0.1 * seed, tuned=True)
+    board = build_leaderboard(load_runs(tmp_path, SUITE))
+    cells = board.cells.set_index(["method", "bits"])
+    assert pd.isna(cells.loc[("fp", "W32A32"), "rank"]) and not cells.loc[("fp", "W32A32"), "top_group"]
+    assert "resnet20_cifar W32A32 rank" not in board.table.columns
+    assert cells.loc[("bcgd", "W1A4"), "rank"] == 1 and cells.loc[("ste", "W1A4"), "rank"] == 2
+    # ste (tuned) beats every default row, but it is alone among the tuned rows: not ranked against the defaults
+    assert pd.isna(cells.loc[("ste (tuned)", "W1A4"), "rank"])
+    assert list(board.significance["setting"]) == ["resnet20_cifar W1A4"]
 
 
 def test_tuned_and_hyperparameter_variants_are_separate_rows(tmp_path, write_run):

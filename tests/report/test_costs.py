@@ -64,7 +64,7 @@ def test_tuning_cost_is_attached_to_tuned_rows_including_fp(tmp_path, write_run)
         atomic_write_json(tuning / f"{method}_resnet20_cifar_{bits}_fp.json", {
             "study": f"{SUITE}/{method}", "method": method, "arch": "resnet20_cifar", "bits": bits, "policy": "fp",
             "trials_finished": 7, "epochs_per_trial": 3, "cpu_hours": hours, "gpu_hours": 0.0})
-    board = build_leaderboard(load_runs(tmp_path, SUITE), tuning=load_tuning(tmp_path, SUITE), n_bootstrap=0)
+    board = build_leaderboard(load_runs(tmp_path, SUITE), tuning=load_tuning(tmp_path, SUITE))
     costs = board.costs.set_index("method")
     assert costs.loc["fp (tuned)", "tuning CPU-h"] == "0.250" and costs.loc["bcgd (tuned)", "tuning CPU-h"] == "1.500"
     assert costs.loc["bcgd (tuned)", "tuning trials"] == "7 × 3 ep" and costs.loc["bcgd", "tuning trials"] == "—"

@@ -24,7 +24,7 @@ def zoo(tmp_path_factory, request):
     root = tmp_path_factory.mktemp("zoo") / "results"
     request.getfixturevalue("zoo_suite")(root, ZOO)
     runs = load_runs(root, ZOO)
-    return root, runs, build_leaderboard(runs, n_bootstrap=0).cells
+    return root, runs, build_leaderboard(runs).cells
 
 
 def _line_styles(fig) -> dict[str, tuple[str, str]]:

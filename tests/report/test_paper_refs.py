@@ -106,7 +106,7 @@ def test_the_leaderboard_shows_the_same_quotes_with_their_policy(tmp_path):
         atomic_write_json(run_dir / "result.json", {
             "status": "complete", "test_top1": 50.0, "wbits": cell.bits.weight, "abits": cell.bits.act,
             "method_hparams": create_method(base, **hparams).config})
-    board = build_leaderboard(load_runs(tmp_path, cfg.name), n_bootstrap=0)
+    board = build_leaderboard(load_runs(tmp_path, cfg.name))
     quoted = board.cells[pd.notna(board.cells["paper_value"])]
     shown = {(m, b, p or "fp") for m, b, p in zip(quoted["method"], quoted["bits"], quoted["policy"])}
     assert shown == {(k[1], k[3], k[4]) for k in EXPECTED if k[0] == "imagenet-w1a4"}

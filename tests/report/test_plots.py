@@ -124,7 +124,7 @@ def test_write_plots_and_report_write_all_pngs(results, tmp_path):
     assert sorted(p.name for p in paths) == sorted(f"{p.stem}.{fmt}" for p in paths for fmt in ("png", "svg", "pdf")
                                                    if p.suffix == ".png")
     written = report(SUITE, results_dir=results)
-    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png", ".svg", ".pdf"}
+    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png", ".svg", ".pdf"}  # + the CD diagram
     assert all(p.parent == results / "leaderboards" for p in written)
 
 

@@ -16,6 +16,7 @@ import pytest
 from playwright.sync_api import sync_playwright
 
 import qbench
+from qbench.bits import FP_BITS
 from qbench.cli import main
 from qbench.report import TheoryBoard, build_leaderboard, load_runs, report, report_all
 from qbench.report.site import ASSET_FILES, SITE_DIR, suite_page
@@ -139,7 +140,10 @@ def test_the_page_in_a_real_browser(site):
                 row = by_key[" | ".join([cell["method"], cell["dataset"], cell["arch"], cell["bits"], cell["policy"]])]
                 assert row["mean"] == float(cell["mean"])
                 assert row["mean__text"] == f"{float(cell['mean']):.2f} ± {float(cell['std']):.2f}"
-                assert row["rank"] == float(cell["rank"]) and row["n"] == int(cell["n"])
+                rank = None if pd.isna(cell["rank"]) or cell["rank"] == "" else float(cell["rank"])
+                assert row.get("rank") == rank and row["n"] == int(cell["n"])
+                if rank is None and cell["bits"] != FP_BITS:  # two seeds: the paired test was not possible
+                    assert row["rank__text"] == "no test"
 
             # Sorting by the metric reorders the rows as the CSV's means sort: best first, then the other way.
             means = [round(float(m), 2) for m in csv["mean"]]
@@ -206,3 +210,21 @@ def test_a_theory_board_gets_a_page_with_its_own_columns_and_runs():
     assert [r["cell"] for r in data["runs"]] == ["recurrence | binary", "estimator | relu"]
     assert {r["_key"] for r in data["rows"]} == {"estimator | relu", "recurrence | binary"}
     assert "<code>theory</code>" in html and "estimator or quantizer and check" in html
+
+
+def test_the_page_marks_the_paired_tests_top_group_and_rank(tmp_path, write_run):
+    """Three paired seeds: the clearly better method is the top group (bold on the page, rank 1, its Holm p in the
+    tooltip of the others), the worse one has rank 2 — the same answer as the tables'."""
+    from qbench.report.site_data import site_columns, site_rows
+
+    for seed, noise in enumerate((0.0, 0.3, -0.2)):
+        write_run(tmp_path, "bcgd", "W1A4", seed, 95.0 + noise, suite="paired")
+        write_run(tmp_path, "ste", "W1A4", seed, 90.0 + noise + 0.05 * seed, suite="paired")
+    board = build_leaderboard(load_runs(tmp_path, "paired"), suite="paired")
+    columns, _ = site_columns(board)
+    rows = {r["_method"]: r for r in site_rows(board, columns)}
+    assert rows["bcgd"].get("_top") is True and "_top" not in rows["ste"]
+    assert (rows["bcgd"]["rank__text"], rows["ste"]["rank__text"]) == ("1", "2")
+    assert rows["ste"]["rank__tip"].startswith("significantly worse than the best (paired Δ to the best -")
+    cells = board.cells.set_index("method")
+    assert bool(cells.loc["bcgd", "top_group"]) and not bool(cells.loc["ste", "top_group"])

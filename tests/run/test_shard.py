@@ -22,7 +22,7 @@ TINY = ["data.name=digits", "methods=[fp,ste,bcgd]", "bits=[W1A4]", "seeds=[0,1]
 @pytest.mark.parametrize("n", [1, 2, 3, 4, 5])
 def test_shards_partition_the_cells_exactly(n):
     everything = plan_cells(load_config("quickstart"))
-    assert len(everything) >= 10  # 22 today: fp × 2 seeds + 5 methods × 2 bits × 2 seeds
+    assert len(everything) >= 10  # 48 today: fp × 3 seeds + 5 methods × 3 bits × 3 seeds
     shards = [plan_cells(load_config("quickstart", [f"shard={i}/{n}"])) for i in range(n)]
     ids = [[c.run_id for c in shard] for shard in shards]
     assert sorted(itertools.chain.from_iterable(ids)) == sorted(c.run_id for c in everything)  # union = all

@@ -181,7 +181,7 @@ def test_repel_suite_runs_both_stages_end_to_end(repel_run):
     assert all(isinstance(recs[r]["final_loss_q"], float) for r in CONTINUE)
     # Re-running skips all three; the leaderboard keeps the stages apart and says where continuations started.
     assert len(run_suite(cfg, progress=False, log=lambda _msg: None).skipped) == 3
-    board = build_leaderboard(load_runs(root, cfg.name), suite=cfg.name, n_bootstrap=0)
+    board = build_leaderboard(load_runs(root, cfg.name), suite=cfg.name)
     labels = set(board.table.iloc[:, 0])
     assert labels == {"base: ste [estimator=clipped_relu]", "continue: ste [estimator=identity]",
                       "continue: ste [estimator=clipped_relu]"}

@@ -107,7 +107,7 @@ def test_objective_is_validation_only_defaults_first_then_tuned_run(tiny, tiny_a
     runs = load_runs(tmp_path, "quickstart")
     assert list(runs["run_id"]) == ["bcgd-tuned_lenet5_W1A4_fp_s0"]
     # The leaderboard shows what the tuning cost next to the tuned row: finished trials × epochs and CPU hours.
-    board = build_leaderboard(runs, tuning=load_tuning(tmp_path, "quickstart"), n_bootstrap=0)
+    board = build_leaderboard(runs, tuning=load_tuning(tmp_path, "quickstart"))
     [row] = board.cells.to_dict("records")
     assert row["tune_trials"] == on_disk["trials_finished"]
     assert row["tune_epochs_per_trial"] == on_disk["epochs_per_trial"]

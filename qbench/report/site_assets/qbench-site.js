@@ -17,6 +17,9 @@
       formatter: function (cell) {
         var row = cell.getData();
         var text = esc(row[spec.key + "__text"]);
+        if (spec.key === "mean" && row._top) {
+          text = "<strong>" + text + "</strong>";
+        }
         if (spec.swatch && row._color) {
           text = '<span class="swatch" style="background:' + esc(row._color) + '"></span>' + text;
         }

@@ -38,28 +38,96 @@ def _parts(x: Tensor, lo: Tensor, hi: Tensor, bits: int):
     """Clipped input, Δ, interval index i (no gradient) and midpoint m_i (eq. 1, 3)."""
     n = 2**bits - 1
     delta = (hi - lo).clamp_min(_EPS) / n
-    xc = torch.minimum(torch.maximum(x, lo), hi)
+    xc = torch.clamp(x, lo, hi)  # = min(max(x, l), u) in one pass
     with torch.no_grad():
-        i = torch.clamp(torch.floor((xc - lo) / delta), 0, n - 1)
+        i = torch.floor((xc - lo) / delta).clamp_(0, n - 1)
     m = lo + (i + 0.5) * delta
     return xc, delta, i, m
 
 
+def _kappa_s(alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """κ = kΔ = log(2/α − 1) (eq. 6: k from α) and s = 1/tanh(½kΔ) = 1/(1 − α) (eq. 3/5)."""
+    return torch.log(2.0 / alpha - 1.0), 1.0 / (1.0 - alpha)
+
+
+def _soft(xc: Tensor, lo: Tensor, delta: Tensor, i: Tensor, m: Tensor, alpha: Tensor) -> Tensor:
+    """Q_S = l + Δ·(i + (φ + 1)/2), φ = s·tanh(k(x − m_i)) (eq. 3–4)."""
+    kappa, s = _kappa_s(alpha)
+    phi = s * torch.tanh(kappa / delta * (xc - m))  # eq. 3, k = κ/Δ
+    return lo + delta * (i + (phi + 1.0) / 2.0)  # eq. 4
+
+
+def _halfstep(t: Tensor) -> Tensor:
+    """1 where t > 0, ½ where t = 0, 0 where t < 0: the derivative of max(·, c) in its argument at t = argument − c,
+    with autograd's convention of splitting the gradient evenly at a tie."""
+    return torch.sign(t).add_(1.0).mul_(0.5)
+
+
+class _DSQFn(torch.autograd.Function):
+    """DSQ forward (the hard quantizer, or Q_S itself when ``soft``) and the derivative of Q_S (eq. 3–6) in x, l, u
+    and α, saving only the input x: the intermediate tensors of Q_S (the clipped x, i, m_i, tanh) are recomputed in
+    the backward instead of being kept by autograd for every quantized activation (DSQ's peak memory was 3× FP's).
+
+    With u = k(x_c − m_i), T = tanh(u), κ = kΔ = log(2/α − 1), s = 1/(1 − α), Q_S = l + Δ(i + ½) + ½Δ·s·T, i fixed:
+    ∂Q/∂x_c = ½sκ(1 − T²) =: σ; ∂Q/∂Δ = i + ½ + ½sT − σ(i + ½) − σ(x_c − m_i)/Δ (Δ through m_i = l + (i + ½)Δ and
+    k = κ/Δ); ∂Q/∂α = ½Δs²T + ½s(1 − T²)(x_c − m_i)·κ', κ' = −2/(α(2 − α)); l enters directly and through m_i
+    (1 − σ), through Δ = max(u − l, ε)/n (∓1/n where u − l ≥ ε) and, with u, through x_c = min(max(x, l), u)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lo: Tensor, hi: Tensor, alpha: Tensor, bits: int, soft: bool) -> Tensor:
+        xc, delta, i, m = _parts(x, lo, hi, bits)
+        ctx.save_for_backward(x, lo, hi, alpha)
+        ctx.bits = bits
+        if soft:
+            return _soft(xc, lo, delta, i, m, alpha)
+        # sgn(φ) instead of φ in eq. 4: the uniform quantizer, the values evaluation uses
+        return (xc >= m).to(x.dtype).add_(i).mul_(delta).add_(lo)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, lo, hi, alpha = ctx.saved_tensors
+        n = 2**ctx.bits - 1
+        need_x, need_lo, need_hi, need_alpha = ctx.needs_input_grad[:4]
+        xc, delta, i, m = _parts(x, lo, hi, ctx.bits)
+        kappa, s = _kappa_s(alpha)
+        d = xc.sub_(m)  # x_c − m_i (x_c is not needed any more)
+        t = torch.tanh(d * (kappa / delta))
+        g_sech = grad * (1.0 - t * t)  # grad·(1 − T²)
+        sigma = 0.5 * s * kappa  # ∂Q/∂x_c = sigma·(1 − T²)
+        # where x_c follows x, l or u (max then min, autograd's ½ at ties)
+        dy_dx = _halfstep(x - lo)
+        y = torch.maximum(x, lo)
+        dxc_dy = _halfstep(hi - y)
+        grad_x = g_sech * (dy_dx * dxc_dy) * sigma if need_x else None
+        grad_lo = grad_hi = grad_alpha = None
+        if need_lo or need_hi or need_alpha:
+            sum_gt = (grad * t).sum()
+            sum_gsd = (g_sech * d).sum()
+        if need_lo or need_hi:
+            i.add_(0.5)  # i + ½
+            direct = grad - sigma * g_sech  # ∂Q/∂l through l itself and m_i, times grad
+            grad_delta = (direct * i).sum() + 0.5 * s * sum_gt - sigma / delta * sum_gsd
+            band = ((hi - lo) >= _EPS).to(grad_delta.dtype) / n  # ∂Δ/∂u = −∂Δ/∂l (clamp_min passes at equality)
+            if need_lo:
+                grad_lo = direct.sum() - band * grad_delta + sigma * (g_sech * ((1.0 - dy_dx) * dxc_dy)).sum()
+                grad_lo = grad_lo.reshape(lo.shape)
+            if need_hi:
+                grad_hi = band * grad_delta + sigma * (g_sech * (1.0 - dxc_dy)).sum()
+                grad_hi = grad_hi.reshape(hi.shape)
+        if need_alpha:
+            dkappa = -2.0 / (alpha * (2.0 - alpha))
+            grad_alpha = (0.5 * delta * s * s * sum_gt + 0.5 * s * dkappa * sum_gsd).reshape(alpha.shape)
+        return grad_x, grad_lo, grad_hi, grad_alpha, None, None
+
+
 def dsq_quantize(x: Tensor, lo: Tensor, hi: Tensor, alpha: Tensor, bits: int, soft: bool = False) -> Tensor:
     """DSQ with its soft backward: Q_S (eq. 4) when ``soft``, else the hard quantizer with the gradient of Q_S.
-    Differentiable in x, l, u and α."""
-    xc, delta, i, m = _parts(x, lo, hi, bits)
-    k = torch.log(2.0 / alpha - 1.0) / delta  # eq. 6: k from α
-    s = 1.0 / (1.0 - alpha)  # eq. 3/5: s = 1/tanh(½kΔ) = 1/(1 − α)
-    phi = s * torch.tanh(k * (xc - m))  # eq. 3
-    q_soft = lo + delta * (i + (phi + 1.0) / 2.0)  # eq. 4
-    if soft:
-        return q_soft
-    # sgn(φ) instead of φ in eq. 4 forward — the uniform quantizer, the values evaluation uses — and the derivative
-    # of Q_S backward, for x and for α, l, u alike (replacing the whole output, not φ alone, keeps the l/u gradient
-    # the soft one instead of mixing in the hard level index through the product Δ·(i + ·)).
-    hard = lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype))
-    return quant.learned.ste_replace(q_soft, hard)
+    Differentiable in x, l, u and α.
+
+    The hard training forward uses sgn(φ) instead of φ in eq. 4 forward — the uniform quantizer, the values
+    evaluation uses — and the derivative of Q_S backward, for x and for α, l, u alike (replacing the whole output,
+    not φ alone, keeps the l/u gradient the soft one instead of mixing in the hard level index through Δ·(i + ·))."""
+    return _DSQFn.apply(x, lo, hi, alpha, int(bits), bool(soft))
 
 
 def dsq_hard(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
@@ -70,7 +138,7 @@ def dsq_hard(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
         return lo + delta * (i + (xc >= m).to(x.dtype))
 
 
-class _DSQBase(nn.Module):
+class _DSQBase(quant.learned.LazyInit, nn.Module):
     qbench_param_roles = {"alpha": quant.learned.ROLE_SOFTNESS, "lo": quant.learned.ROLE_CLIP,
                           "hi": quant.learned.ROLE_CLIP}
 
@@ -138,15 +206,15 @@ class DSQWeight(_DSQBase, quant.weight.WeightParametrization):
         with torch.no_grad():
             self.lo.fill_(float(latent.min()))
             self.hi.fill_(max(float(latent.max()), float(latent.min()) + _EPS))
-            self.initialized.fill_(True)
+            self.mark_initialized()
 
     def forward(self, latent: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             self._init_from(latent)  # the first forward is register_parametrization's check: the weights as quantized
         return self._quantize(latent, self.lo, self.hi, latent.numel())
 
     def hard(self, latent: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             self._init_from(latent)
         return dsq_hard(latent, self.lo.to(latent.dtype), self.hi.to(latent.dtype), self.bits)
 
@@ -178,14 +246,14 @@ class DSQQuantizer(_DSQBase):
         return lo, hi
 
     def forward(self, x: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             lo, hi = self._range(x)
             if not self.training:  # the placement probe on random input: use, do not keep
                 return dsq_hard(x, lo.to(x.dtype), hi.to(x.dtype), self.bits)
             with torch.no_grad():
                 self.lo.copy_(quant.learned.sync_mean(lo))
                 self.hi.copy_(quant.learned.sync_mean(hi))
-                self.initialized.fill_(True)
+                self.mark_initialized()
         return self._quantize(x, self.lo, self.hi, x[0].numel() if x.dim() > 1 else x.numel())
 
 

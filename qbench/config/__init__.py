@@ -16,7 +16,7 @@ Shorthands on the command line: ``method=bcgd`` (→ ``methods=[bcgd]``), ``arch
 
 from .fingerprint import RESULT_IRRELEVANT, fingerprint, fingerprint_diff, result_config
 from .load import get_value, list_suites, load_config, stage_configs, suite_path, to_dict, to_yaml, with_overrides
-from .schema import (AMP_MODES, DATASETS, KINDS, OPTIMIZERS, POLICIES, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
+from .schema import (AMP_MODES, COMPILE_MODES, DATASETS, KINDS, OPTIMIZERS, POLICIES, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
                      THEORY_ESTIMATORS, BenchConfig, DataConfig, ModelConfig, RecurrenceConfig, SuiteConfig, TheoryConfig,
                      TrainConfig, TuneConfig)
 from .space import CHOICES, SearchDim, is_number, parse_search_dim, recipe_dims, recipe_keys
@@ -25,7 +25,7 @@ from .validate import check_path_segment, parse_shard, validate
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
     "RecurrenceConfig", "SearchDim", "CHOICES", "is_number", "KINDS", "DATASETS", "POLICIES", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
-    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "load_config", "stage_configs", "with_overrides",
+    "COMPILE_MODES", "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "load_config", "stage_configs", "with_overrides",
     "get_value", "list_suites", "suite_path", "parse_shard", "parse_search_dim", "recipe_keys", "recipe_dims",
     "validate", "to_dict", "to_yaml", "RESULT_IRRELEVANT", "result_config", "fingerprint", "fingerprint_diff",
     "check_path_segment",

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
     "RecurrenceConfig", "KINDS", "DATASETS", "POLICIES", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "AMP_ALIASES",
-    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS",
+    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "COMPILE_MODES",
 ]
 
 KINDS = ("train", "theory")
@@ -18,6 +18,10 @@ POLICIES = ("fp", "quantized")  # fp: first and last layers float; quantized: ev
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "exponential")
 AMP_MODES = ("false", "bf16", "fp16")  # autocast dtype on CUDA; the CPU always trains in float32
+# train.compile: auto = torch.compile on CUDA, eager on the CPU (where compiling costs more than a short run saves);
+# true / false force it; reduce-overhead = compiled with CUDA graphs on CUDA (small models whose step is bound by
+# kernel launches), plain compiled on the CPU.
+COMPILE_MODES = ("auto", "true", "false", "reduce-overhead")
 PRUNERS = ("hyperband", "median", "none")
 RECURRENCE_QUANTIZERS = ("binary", "ternary")  # the REC toy's weight quantizers (spec §6)
 THEORY_ESTIMATORS = ("identity", "relu", "clipped_relu")  # closed forms of spec §8; any method spec works too
@@ -74,7 +78,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     amp: str = "false"  # one of AMP_MODES (CUDA only)
     channels_last: bool = False  # CUDA only
-    compile: bool = False  # torch.compile the model
+    compile: str = "auto"  # one of COMPILE_MODES (torch.compile the model)
     max_steps_per_epoch: Optional[int] = None
     diag_batches: int = 4  # training batches for the loss at Q(w) of the recurrence diagnostics (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

@@ -190,7 +190,7 @@ class _AQEFn(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (a,) = ctx.saved_tensors
         # AQE eq. 22: ∂L/∂a = 2α·∂L/∂ĥ·1{|a| ≤ 1}. At α = ½ this is exactly the BNN STE (Theorems 1-2).
-        return keep_between(grad, a, -1.0, 1.0, True, True) * (2 * ctx.alpha), None, None, None
+        return keep_between(grad, a, -1.0, 1.0, True, True).mul_(2 * ctx.alpha), None, None, None
 
 
 def aqe_blend(a: Tensor, alpha: float, bits: int, ternary_delta: float, training: bool) -> Tensor:

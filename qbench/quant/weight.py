@@ -43,9 +43,10 @@ __all__ = [
 
 
 def sign_nonzero(w: Tensor) -> Tensor:
-    """sign(w) with sign(0) = +1 [choice, spec §1], so a binary weight is never 0."""
-    # 0-dim ±1 broadcast by `where`: one output tensor instead of three (it runs on every sign activation)
-    return torch.where(w >= 0, w.new_ones(()), w.new_full((), -1.0))
+    """sign(w) with sign(0) = +1 [choice, spec §1], so a binary weight is never 0 (NaN, which has no sign, → +1)."""
+    # sign(sign(w) + ½) maps −1, 0, +1 to −1, +1, +1 in place on one new tensor: it runs on every sign activation,
+    # and `where` costs ~5× an arithmetic pass on a CPU. Detached: like a constant, it carries no gradient path.
+    return torch.sign(w.detach()).add_(0.5).sign_()
 
 
 def binary(w: Tensor) -> Tensor:
@@ -90,11 +91,12 @@ def sort_magnitudes(a: Tensor) -> tuple[Tensor, Tensor]:
 
     The sign bit of a non-negative float is 0, so its bit pattern read as a signed integer of the same size is
     monotone in its value (NaN, written with a clear sign bit by ``abs``, after +inf, as the float sort puts it).
-    Sorting those integers gives the same order; torch's CPU sort of integers is a radix sort, 5-7× faster than its
-    comparison sort of floats (400k LeNet-5 fc1 weights: 39 ms vs 215 ms on one shared core); CUDA radix-sorts both.
+    Sorting the negated integers in ascending order gives the same order; torch's CPU sort of integers in ascending
+    order is a radix sort, ~5× faster than its float sort (400k LeNet-5 fc1 weights on one core: 9 ms vs 44 ms; a
+    descending integer sort is not a radix sort: 37 ms); CUDA radix-sorts all of them.
     """
-    keys, order = torch.sort(a.view(_SORT_KEY_DTYPES[a.dtype]), descending=True, stable=True)
-    return keys.view(a.dtype), order
+    keys, order = torch.sort(-a.view(_SORT_KEY_DTYPES[a.dtype]), stable=True)
+    return keys.neg_().view(a.dtype), order
 
 
 def _ternary_exact_parts(w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -109,10 +111,11 @@ def _ternary_exact_parts(w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     prefix = torch.cumsum(sorted_a.double(), 0)
     k = torch.arange(1, sorted_a.numel() + 1, device=w.device, dtype=torch.float64)
     score = prefix * prefix / k
-    best = torch.argmax(score)  # first maximiser; any k* with the max value is optimal (ties are equally good)
+    best = torch.argmax(score).reshape(1)  # first maximiser; any k* with the max value is optimal (equally good)
     k_star = best + 1
-    alpha = (prefix[best] / k_star).to(w.dtype)
-    return order, k_star, alpha, score[best]
+    # gather, not prefix[best]: indexing by a tensor would read it on the host (a sync, a graph break)
+    alpha = (prefix.gather(0, best) / k_star).to(w.dtype).reshape(())
+    return order, k_star.reshape(()), alpha, score.gather(0, best).reshape(())
 
 
 def ternary_exact(w: Tensor) -> Tensor:

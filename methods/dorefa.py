@@ -23,8 +23,8 @@ __all__ = ["DoReFaActivation", "DoReFa"]
 
 class _DoReFaActivationFn(torch.autograd.Function):
     """quantize_k(clip(x, 0, c)/c)·c (§2.4, eq. 5) with its straight-through backward, in place: the chain autograd
-    takes through it, ((g·c)/n)·n/c, where 0 ≤ x ≤ c (the clip's derivative), else 0 — one gated pass
-    (quant.gates) instead of autograd's `where` and five new tensors per activation."""
+    takes through it, ((g·c)/n)·n/c, where 0 < x < c (the clip's derivative, 0 at the kinks as torch's clamp
+    backward gives it), else 0 — one gated pass (quant.gates) instead of autograd's `where` and five new tensors."""
 
     @staticmethod
     def forward(ctx, x: Tensor, c: float, bits: int) -> Tensor:
@@ -36,7 +36,7 @@ class _DoReFaActivationFn(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (x,) = ctx.saved_tensors
         c, n = ctx.c, ctx.n
-        return quant.gates.keep_between(grad, x, 0.0, c, True, True).mul_(c).div_(n).mul_(n).div_(c), None, None
+        return quant.gates.keep_between(grad, x, 0.0, c).mul_(c).div_(n).mul_(n).div_(c), None, None
 
 
 class DoReFaActivation(nn.Module):

@@ -14,8 +14,11 @@ them under ``torch.compile``:
 A closed end (x ≥ t) is the open end at the next representable value below t in x's dtype (:func:`next_float`), and
 a bound given as a tensor (a learned α) is compared through the difference x − t, whose sign is exact in IEEE
 arithmetic (a nonzero difference of two floats never rounds to 0), so every gate keeps exactly the elements the mask
-kept. Two details differ from ``grad * mask``: an element gated off is +0.0 where ``g·0`` gave −0.0 for a negative g
-(equal values), and a NaN ``x`` (a diverged step) passes its gradient instead of zeroing it.
+kept — for a bound representable in x's dtype (0, ±1, the integer bounds of a grid, any float32 bound of float32 x; a
+bound such as 0.7 on bfloat16/float16 x may move by one ulp, as the kernels round it differently). Other details
+differ from ``grad * mask``: an element gated off is +0.0 where ``g·0`` gave −0.0 for a negative g (equal values), a
+NaN ``x`` (a diverged step) passes its gradient instead of zeroing it, and :func:`keep_below` with a number drops
+x = −∞.
 """
 
 from __future__ import annotations

@@ -21,6 +21,24 @@ from qbench import BitsError, ConfigError, HParam, Method, quant, register_metho
 __all__ = ["DoReFaActivation", "DoReFa"]
 
 
+class _DoReFaActivationFn(torch.autograd.Function):
+    """quantize_k(clip(x, 0, c)/c)·c (§2.4, eq. 5) with its straight-through backward, in place: the chain autograd
+    takes through it, ((g·c)/n)·n/c, where 0 < x < c (the clip's derivative, 0 at the kinks as torch's clamp
+    backward gives it), else 0 — one gated pass (quant.gates) instead of autograd's `where` and five new tensors."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, c: float, bits: int) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.c, ctx.n = c, 2**bits - 1
+        return torch.clamp(x, 0.0, c).div_(c).mul_(ctx.n).round_().div_(ctx.n).mul_(c)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        c, n = ctx.c, ctx.n
+        return quant.gates.keep_between(grad, x, 0.0, c).mul_(c).div_(n).mul_(n).div_(c), None, None
+
+
 class DoReFaActivation(nn.Module):
     """DoReFa activation (§2.4): quantize_k(clip(x, 0, 1)) replacing the ReLU; gradient 1 on [0, 1] (the clip's),
     straight through round. ``act_max`` = c generalises the range to [0, c] (c = 1: the paper)."""
@@ -38,8 +56,7 @@ class DoReFaActivation(nn.Module):
         return 2**self.bits
 
     def forward(self, x: Tensor) -> Tensor:
-        c = self.act_max
-        return quant.dorefa.quantize_k(torch.clamp(x, 0.0, c) / c, self.bits) * c
+        return _DoReFaActivationFn.apply(x, self.act_max, self.bits)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}, act_max={self.act_max:g}"

@@ -36,42 +36,123 @@ _EPS = 1e-8
 
 
 def _parts(x: Tensor, lo: Tensor, hi: Tensor, bits: int):
-    """Clipped input, Δ, interval index i (no gradient) and midpoint m_i (eq. 1, 3)."""
+    """Clipped input, Δ, interval index i and midpoint m_i (eq. 1, 3); no gradient (the Function's own backward)."""
     n = 2**bits - 1
     delta = (hi - lo).clamp_min(_EPS) / n
-    xc = torch.minimum(torch.maximum(x, lo), hi)
-    with torch.no_grad():
-        i = torch.clamp(torch.floor((xc - lo) / delta), 0, n - 1)
-    m = lo + (i + 0.5) * delta
+    xc = torch.clamp(x, lo, hi)  # = min(max(x, l), u) in one pass
+    i = (xc - lo).div_(delta).floor_().clamp_(0, n - 1)  # in place: one new tensor per line (a CPU pays per buffer)
+    m = (i + 0.5).mul_(delta).add_(lo)
     return xc, delta, i, m
+
+
+def _hard(xc: Tensor, delta: Tensor, i: Tensor, m: Tensor, lo: Tensor) -> Tensor:
+    """l + Δ·(i + 1{x_c ≥ m_i}): sgn(φ) instead of φ in eq. 4, the nearest level (ties up); overwrites xc."""
+    # 1{x_c ≥ m_i} as sign(x_c − m_i) + 1 clipped at 1 (the sign of a float difference is exact): in place, no mask
+    return xc.sub_(m).sign_().add_(1.0).clamp_(max=1.0).add_(i).mul_(delta).add_(lo)
+
+
+def _kappa_s(alpha: Tensor) -> tuple[Tensor, Tensor]:
+    """κ = kΔ = log(2/α − 1) (eq. 6: k from α) and s = 1/tanh(½kΔ) = 1/(1 − α) (eq. 3/5)."""
+    return torch.log(2.0 / alpha - 1.0), 1.0 / (1.0 - alpha)
+
+
+def _soft(xc: Tensor, lo: Tensor, delta: Tensor, i: Tensor, m: Tensor, alpha: Tensor) -> Tensor:
+    """Q_S = l + Δ·(i + (φ + 1)/2), φ = s·tanh(k(x − m_i)) (eq. 3–4)."""
+    kappa, s = _kappa_s(alpha)
+    phi = s * torch.tanh(kappa / delta * (xc - m))  # eq. 3, k = κ/Δ
+    return lo + delta * (i + (phi + 1.0) / 2.0)  # eq. 4
+
+
+def _dot(a: Tensor, b: Tensor) -> Tensor:
+    """Σ a·b in one pass (no product tensor)."""
+    return torch.dot(a.reshape(-1), b.reshape(-1))
+
+
+class _DSQFn(torch.autograd.Function):
+    """DSQ forward (the hard quantizer, or Q_S itself when ``soft``) and the derivative of Q_S (eq. 3–6) in x, l, u
+    and α, saving only the input x: the intermediate tensors of Q_S (the clipped x, i, m_i, tanh) are recomputed in
+    the backward instead of being kept by autograd for every quantized activation (DSQ's peak memory was 3× FP's).
+
+    In the unit of the grid, z = (x_c − l)/Δ, i = ⌊z⌋ (clipped to [0, n − 1]), r = z − i − ½ = (x_c − m_i)/Δ,
+    u = k(x_c − m_i) = κr with κ = kΔ = log(2/α − 1), T = tanh(u), S = 1 − T², s = 1/(1 − α), and
+    Q_S = l + Δ(i + ½) + ½Δ·s·T with i fixed:
+
+    * ∂Q/∂x_c = σS, σ = ½sκ;
+    * ∂Q/∂Δ = (i + ½)(1 − σS) + ½sT − σS·r (Δ also through m_i = l + (i + ½)Δ and k = κ/Δ);
+    * ∂Q/∂α = ½Δs·(sT + κ'S·r), κ' = dκ/dα = −2/(α(2 − α)), ds/dα = s²;
+    * l enters directly and through m_i (1 − σS), through Δ = max(u − l, ε)/n (−1/n where u − l ≥ ε) and through
+      x_c; u through Δ (+1/n) and x_c. x_c = min(max(x, l), u) passes to x where l < x < u, to l below, to u above,
+      half and half at a tie (autograd's convention for max/min): with s₁ = sgn(x − l), s₂ = sgn(u − x) (l < u),
+      ∂x_c/∂x = (s₁ + s₂)/2, ∂x_c/∂l = (1 − s₁)/2, ∂x_c/∂u = (1 − s₂)/2.
+
+    Equal to autograd through Q_S written out (the previous implementation, kept in the tests) within float
+    rounding (the sums are taken in another order)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, lo: Tensor, hi: Tensor, alpha: Tensor, bits: int, soft: bool) -> Tensor:
+        xc, delta, i, m = _parts(x, lo, hi, bits)
+        ctx.save_for_backward(x, lo, hi, alpha)
+        ctx.bits = bits
+        return _soft(xc, lo, delta, i, m, alpha) if soft else _hard(xc, delta, i, m, lo)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, lo, hi, alpha = ctx.saved_tensors
+        n = 2**ctx.bits - 1
+        need_x, need_lo, need_hi, need_alpha = ctx.needs_input_grad[:4]
+        need_bounds = need_lo or need_hi
+        delta = (hi - lo).clamp_min(_EPS) / n
+        kappa, s = _kappa_s(alpha)
+        sigma = 0.5 * s * kappa
+        # In place wherever possible: ~30 elementwise passes over the tensor (tanh ≈ 4), 5 new buffers.
+        x_lo = x - lo
+        s1 = torch.sign(x_lo)
+        s2 = (hi - x).sign_()
+        z = x_lo.div_(delta).clamp_(0, n)  # (x_c − l)/Δ
+        i = torch.floor(z).clamp_(0, n - 1)
+        r = z.sub_(i).sub_(0.5)
+        t = torch.mul(r, kappa).tanh_()
+        sum_gt = _dot(grad, t)
+        gs = t.mul_(t).neg_().add_(1.0).mul_(grad)  # grad·S
+        sum_gs, sum_gsr = gs.sum(), _dot(gs, r)
+        grad_x = grad_lo = grad_hi = grad_alpha = None
+        if need_bounds:
+            i.add_(0.5)
+            sum_g = grad.sum()
+            grad_delta = _dot(grad, i) - sigma * _dot(gs, i) + 0.5 * s * sum_gt - sigma * sum_gsr
+            band = ((hi - lo) >= _EPS).to(grad_delta.dtype) / n  # ∂Δ/∂u = −∂Δ/∂l (clamp_min passes at equality)
+            if need_lo:
+                grad_lo = sum_g - sigma * sum_gs - band * grad_delta + 0.5 * sigma * (sum_gs - _dot(gs, s1))
+                grad_lo = grad_lo.reshape(lo.shape)
+            if need_hi:
+                grad_hi = band * grad_delta + 0.5 * sigma * (sum_gs - _dot(gs, s2))
+                grad_hi = grad_hi.reshape(hi.shape)
+        if need_alpha:
+            dkappa = -2.0 / (alpha * (2.0 - alpha))
+            grad_alpha = (0.5 * delta * s * (s * sum_gt + dkappa * sum_gsr)).reshape(alpha.shape)
+        if need_x:  # σS·(s₁ + s₂)/2, clipped at 0 (s₁ + s₂ < 0 only if l > u, where x_c = u does not follow x)
+            grad_x = s1.add_(s2).clamp_(min=0.0).mul_(gs).mul_(0.5 * sigma)
+        return grad_x, grad_lo, grad_hi, grad_alpha, None, None
 
 
 def dsq_quantize(x: Tensor, lo: Tensor, hi: Tensor, alpha: Tensor, bits: int, soft: bool = False) -> Tensor:
     """DSQ with its soft backward: Q_S (eq. 4) when ``soft``, else the hard quantizer with the gradient of Q_S.
-    Differentiable in x, l, u and α."""
-    xc, delta, i, m = _parts(x, lo, hi, bits)
-    k = torch.log(2.0 / alpha - 1.0) / delta  # eq. 6: k from α
-    s = 1.0 / (1.0 - alpha)  # eq. 3/5: s = 1/tanh(½kΔ) = 1/(1 − α)
-    phi = s * torch.tanh(k * (xc - m))  # eq. 3
-    q_soft = lo + delta * (i + (phi + 1.0) / 2.0)  # eq. 4
-    if soft:
-        return q_soft
-    # sgn(φ) instead of φ in eq. 4 forward — the uniform quantizer, the values evaluation uses — and the derivative
-    # of Q_S backward, for x and for α, l, u alike (replacing the whole output, not φ alone, keeps the l/u gradient
-    # the soft one instead of mixing in the hard level index through the product Δ·(i + ·)).
-    hard = lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype))
-    return quant.learned.ste_replace(q_soft, hard)
+    Differentiable in x, l, u and α.
+
+    The hard training forward uses sgn(φ) instead of φ in eq. 4 forward — the uniform quantizer, the values
+    evaluation uses — and the derivative of Q_S backward, for x and for α, l, u alike (replacing the whole output,
+    not φ alone, keeps the l/u gradient the soft one instead of mixing in the hard level index through Δ·(i + ·))."""
+    return _DSQFn.apply(x, lo, hi, alpha, int(bits), bool(soft))
 
 
 def dsq_hard(x: Tensor, lo: Tensor, hi: Tensor, bits: int) -> Tensor:
     """The evaluation quantizer: l + Δ·(i + 1{x ≥ m_i}) on the clipped x — the same values as the hard training
     forward, i.e. nearest level on the grid l + jΔ (ties up)."""
     with torch.no_grad():
-        xc, delta, i, m = _parts(x, lo, hi, bits)
-        return lo + delta * (i + (xc >= m).to(x.dtype))
+        return _hard(*_parts(x, lo, hi, bits), lo)
 
 
-class _DSQBase(nn.Module):
+class _DSQBase(quant.learned.LazyInit, nn.Module):
     qbench_param_roles = {"alpha": quant.learned.ROLE_SOFTNESS, "lo": quant.learned.ROLE_CLIP,
                           "hi": quant.learned.ROLE_CLIP}
 
@@ -139,15 +220,15 @@ class DSQWeight(_DSQBase, quant.weight.WeightParametrization):
         with torch.no_grad():
             self.lo.fill_(float(latent.min()))
             self.hi.fill_(max(float(latent.max()), float(latent.min()) + _EPS))
-            self.initialized.fill_(True)
+            self.mark_initialized()
 
     def forward(self, latent: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             self._init_from(latent)  # the first forward is register_parametrization's check: the weights as quantized
         return self._quantize(latent, self.lo, self.hi, latent.numel())
 
     def hard(self, latent: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             self._init_from(latent)
         return dsq_hard(latent, self.lo.to(latent.dtype), self.hi.to(latent.dtype), self.bits)
 
@@ -179,14 +260,14 @@ class DSQQuantizer(_DSQBase):
         return lo, hi
 
     def forward(self, x: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             lo, hi = self._range(x)
             if not self.training:  # the placement probe on random input: use, do not keep
                 return dsq_hard(x, lo.to(x.dtype), hi.to(x.dtype), self.bits)
             with torch.no_grad():
                 self.lo.copy_(quant.learned.sync_mean(lo))
                 self.hi.copy_(quant.learned.sync_mean(hi))
-                self.initialized.fill_(True)
+                self.mark_initialized()
         return self._quantize(x, self.lo, self.hi, x[0].numel() if x.dim() > 1 else x.numel())
 
 

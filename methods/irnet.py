@@ -71,9 +71,8 @@ class LibraWeight(quant.weight.WeightParametrization):
 
     def forward(self, latent):
         z = libra_standardize(latent) if self.balance else latent
-        t, k = self.t, self.k
         # EDE for the weights too (code: BinaryQuantize)
-        q = quant.sign.sign_with_estimator(z, lambda x: quant.sign.ede_grad(x, t, k))
+        q = quant.sign.sign_estimated(z, "ede", t=self.t, k=self.k)
         return libra_scale(z) * q if self.pow2_scale else q
 
     def hard(self, latent):

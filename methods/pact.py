@@ -34,16 +34,17 @@ class _PACTFn(torch.autograd.Function):
     def forward(ctx, x: Tensor, alpha: Tensor, levels: int) -> Tensor:
         ctx.save_for_backward(x, alpha)
         y = torch.minimum(torch.clamp(x, min=0.0), alpha)  # eq. 1
-        return torch.round(y * (levels / alpha)) * (alpha / levels)  # eq. 2
+        return torch.round(y.mul_(levels / alpha)).mul_(alpha / levels)  # eq. 2 (in place: one more new tensor)
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, alpha = ctx.saved_tensors
         grad_x = grad_alpha = None
+        # one gated pass per mask (quant.gates; masks and `where` are slow on a CPU), α compared through x − α
         if ctx.needs_input_grad[0]:  # STE through round, the clip's derivative: 1{0 ≤ x < α}
-            grad_x = grad * ((x >= 0) & (x < alpha)).to(grad.dtype)
+            grad_x = quant.gates.keep_below(quant.gates.keep_above(grad, x, 0.0, inclusive=True), x, alpha)
         if ctx.needs_input_grad[1]:  # eq. 3: ∂y_q/∂α = 1{x ≥ α}
-            grad_alpha = (grad * (x >= alpha).to(grad.dtype)).sum().reshape(alpha.shape)
+            grad_alpha = quant.gates.keep_above(grad, x, alpha, inclusive=True).sum().reshape(alpha.shape)
         return grad_x, grad_alpha, None
 
 

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
     "RecurrenceConfig", "KINDS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "AMP_ALIASES",
-    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO",
+    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO", "COMPILE_MODES",
 ]
 
 KINDS = ("train", "theory")
@@ -17,6 +17,10 @@ DATASETS = ("mnist5k", "digits", "mnist", "cifar10", "cifar100", "imagenet", "fa
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "exponential")
 AMP_MODES = ("false", "bf16", "fp16")  # autocast dtype on CUDA; the CPU always trains in float32
+# train.compile: auto = torch.compile on CUDA, eager on the CPU (where compiling costs more than a short run saves);
+# true / false force it; reduce-overhead = compiled with CUDA graphs on CUDA (small models whose step is bound by
+# kernel launches), plain compiled on the CPU.
+COMPILE_MODES = ("auto", "true", "false", "reduce-overhead")
 PRUNERS = ("hyperband", "median", "none")
 RECURRENCE_QUANTIZERS = ("binary", "ternary")  # the REC toy's weight quantizers (spec §6)
 THEORY_ESTIMATORS = ("identity", "relu", "clipped_relu")  # closed forms of spec §8; any method spec works too
@@ -75,7 +79,7 @@ class TrainConfig:
     grad_clip: Optional[float] = None
     amp: str = "false"  # one of AMP_MODES (CUDA only)
     channels_last: bool = False  # CUDA only
-    compile: bool = False  # torch.compile the model
+    compile: str = "auto"  # one of COMPILE_MODES (torch.compile the model)
     max_steps_per_epoch: Optional[int] = None
     diag_batches: int = 4  # training batches for the loss at Q(w) of the recurrence diagnostics (0: off)
     device: str = "auto"  # auto | cpu | cuda | cuda:N

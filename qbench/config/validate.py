@@ -13,12 +13,11 @@ from ..bits import parse_bits
 from ..errors import ConfigError
 from ..paired import MIN_SEEDS
 from .policy import SAME, parse_layer_precision, parse_policy
-from .schema import (AMP_ALIASES, DATASETS, KINDS, LOGGERS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS, SCHEDULES,
-                     SEEDS_AUTO,
-                     BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
+from .schema import (AMP_ALIASES, COMPILE_MODES, DATASETS, KINDS, LOGGERS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS,
+                     SCHEDULES, SEEDS_AUTO, BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
 from .space import is_number, recipe_dims
 
-__all__ = ["validate", "parse_shard", "normalise_amp", "check_path_segment"]
+__all__ = ["validate", "parse_shard", "normalise_amp", "normalise_compile", "check_path_segment"]
 
 # One path segment of safe characters: suite names, archs, run ids, study slugs (a method spec may carry '=', ',',
 # ':', '+', '@' and '.'), never starting with '.' and never containing '..': nothing qbench writes may land outside
@@ -71,6 +70,15 @@ def normalise_amp(key: str, value: Any) -> str:
     return AMP_ALIASES[text]
 
 
+def normalise_compile(key: str, value: Any) -> str:
+    """``train.compile`` as one of :data:`COMPILE_MODES` (YAML's booleans arrive as "True"/"False")."""
+    text = str(value).strip().lower()
+    if text not in COMPILE_MODES:
+        raise ConfigError(f"unknown {key} '{value}'; use auto (compile on CUDA, eager on the CPU), true, false or "
+                          "reduce-overhead (CUDA graphs)")
+    return text
+
+
 def validate(cfg: SuiteConfig) -> None:
     """Check every value of a resolved config (normalising spellings such as ``amp: False`` in place); the first
     problem raises a one-line :class:`ConfigError` naming the key and the fix."""
@@ -103,6 +111,7 @@ def validate(cfg: SuiteConfig) -> None:
     _choice("train.optimizer", t.optimizer, OPTIMIZERS)
     _choice("train.schedule", t.schedule, SCHEDULES)
     t.amp = normalise_amp("train.amp", t.amp)
+    t.compile = normalise_compile("train.compile", t.compile)
     if cfg.bench.amp_dtype is not None:
         amp = normalise_amp("bench.amp_dtype", cfg.bench.amp_dtype)
         cfg.bench.amp_dtype = None if amp == "false" else amp

@@ -8,6 +8,8 @@ What a method plugin uses, as ``from qbench import quant`` then ``quant.<module>
 * :mod:`~qbench.quant.learned` — learned step / clip / softness parameters and the STE autograd primitives;
 * :mod:`~qbench.quant.dorefa` — DoReFa's weight quantizer (DoReFa, PACT);
 * :mod:`~qbench.quant.latent` — the latent weights and the update rules on them (clipping, BCGD's blend);
+* :mod:`~qbench.quant.gates` — the straight-through masks of the backward passes (grad where x is in a range), one
+  fused pass each;
 * :mod:`~qbench.quant.apply` — the model surgery (``quantize_model`` for a Method instance, ``freeze_quantized``).
 
 Submodules are imported on first access (PEP 562), so ``import qbench.quant`` costs nothing until one is used.
@@ -15,7 +17,7 @@ Submodules are imported on first access (PEP 562), so ``import qbench.quant`` co
 
 import importlib
 
-__all__ = ["weight", "activation", "sign", "learned", "dorefa", "latent", "apply"]
+__all__ = ["weight", "activation", "sign", "learned", "dorefa", "latent", "gates", "apply"]
 
 
 def __getattr__(name: str):

@@ -19,6 +19,8 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BitsError, ConfigError
+from .gates import keep_above, keep_below, keep_between
+from .learned import LazyInit
 from .weight import nearest_pow2_level, sign_nonzero
 
 __all__ = [
@@ -92,29 +94,25 @@ class _QuantReLUFn(torch.autograd.Function):
         L = 2**bits - 1
         top = L * alpha
         learn = ctx.needs_input_grad[1] and alpha_grad is not None
-        # One pass per mask, each reused: this backward runs on every activation tensor of the network, so its
-        # number of elementwise passes is most of a quantized model's overhead over FP on a CPU (issue: ≤ 1.5×).
-        in_range = (x > 0) & (x <= top) if (estimator == "clipped_relu" or learn) else None
+        # Each mask is one gated pass (quant.gates): this backward runs on every activation tensor of the network, so
+        # its number of elementwise passes is most of a quantized model's overhead over FP on a CPU (≤ 1.5× FP).
+        relu_grad = keep_above(grad_out, x, 0.0) if (estimator != "identity" or learn) else None  # grad·1{x > 0}
+        # grad·1{0 < x ≤ Lα}
+        inside = keep_below(relu_grad, x, top, inclusive=True) if (estimator == "clipped_relu" or learn) else None
         grad_x = None
         if ctx.needs_input_grad[0]:
             # The estimator μ' (spec §2; STE paper §3): the derivative of the surrogate used in place of σ' = 0.
-            if estimator == "identity":
-                grad_x = grad_out
-            elif estimator == "relu":
-                grad_x = grad_out * (x > 0)
-            else:  # clipped_relu: 1{0 < x ≤ Lα}
-                grad_x = grad_out * in_range
+            grad_x = {"identity": grad_out, "relu": relu_grad, "clipped_relu": inside}[estimator]
         grad_alpha = None
         if learn:
             # ∂σ/∂α variants of the BCGD code (spec §2): zero for x ≤ 0, L above the range, and inside:
             # "mean" 2^{b−1}, "exact" ⌈x/α⌉ (a.e. derivative), "pact" 0, "min" 1. Summed as
             # Σ_inside g·∂σ/∂α + L·Σ_above g, which is Σ g·∂σ/∂α without materialising ∂σ/∂α.
-            g_inside = grad_x if (estimator == "clipped_relu" and grad_x is not None) else grad_out * in_range
             if alpha_grad == "exact":
-                total = (g_inside * torch.ceil(x / alpha)).sum()
+                total = (inside * torch.ceil(x / alpha)).sum()
             else:
-                total = g_inside.sum() * {"mean": float(2 ** (bits - 1)), "pact": 0.0, "min": 1.0}[alpha_grad]
-            total = total + L * torch.where(x > top, grad_out, 0.0).sum()
+                total = inside.sum() * {"mean": float(2 ** (bits - 1)), "pact": 0.0, "min": 1.0}[alpha_grad]
+            total = total + L * keep_above(grad_out, x, top).sum()
             # BCGD code: grad_α = clamp(0.01·Σ grad_out·∂σ/∂α, −1, 1) — a damped, bounded step on the resolution.
             grad_alpha = torch.clamp(scale * total, -clip, clip).reshape(alpha.shape)
         return grad_x, grad_alpha, None, None, None, None, None
@@ -176,8 +174,8 @@ def aqe_h(a: Tensor, bits: int, ternary_delta: float = 0.5) -> Tensor:
     for 3 bits: ⅛, ⅜, ¾). Inputs beyond ±1 saturate at ±1."""
     if bits == 1:
         return sign_nonzero(a)
-    if bits == 2:
-        return torch.where(a.abs() <= ternary_delta, torch.zeros_like(a), torch.sign(a))
+    if bits == 2:  # sign(a) where |a| > Δ, else 0 (one gated pass, quant.gates)
+        return keep_above(torch.sign(a), a.abs(), ternary_delta)
     return nearest_pow2_level(a.abs(), bits).copysign_(a)  # levels are ≥ 0; a = 0 maps to level 0 (±0.0)
 
 
@@ -192,7 +190,7 @@ class _AQEFn(torch.autograd.Function):
     def backward(ctx, grad: Tensor):
         (a,) = ctx.saved_tensors
         # AQE eq. 22: ∂L/∂a = 2α·∂L/∂ĥ·1{|a| ≤ 1}. At α = ½ this is exactly the BNN STE (Theorems 1-2).
-        return grad * (2 * ctx.alpha) * (a.abs() <= 1).to(grad.dtype), None, None, None
+        return keep_between(grad, a, -1.0, 1.0, True, True).mul_(2 * ctx.alpha), None, None, None
 
 
 def aqe_blend(a: Tensor, alpha: float, bits: int, ternary_delta: float, training: bool) -> Tensor:
@@ -231,10 +229,10 @@ class _ClippedIdentity(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: Tensor):
         x, lo, hi = ctx.saved_tensors
-        return grad * ((x >= lo) & (x <= hi)).to(grad.dtype), None, None, None
+        return keep_above(keep_below(grad, x, hi, inclusive=True), x, lo, inclusive=True), None, None, None
 
 
-class InputQuantizer(nn.Module):
+class InputQuantizer(LazyInit, nn.Module):
     """Uniform quantizer for the input of a quantized layer whose input is not already quantized (spec §2 placement
     [choice]). Signed grid s·clip(round(x/s), −L, L), L = 2^{b−1} − 1, or unsigned s·clip(round(x/s), 0, 2^b − 1)
     when the layer only ever saw non-negative inputs; 1-bit signed is mean|x|·sign(x) (XNOR-Net's input scaling).
@@ -252,14 +250,15 @@ class InputQuantizer(nn.Module):
         self.register_buffer("initialized", torch.tensor(False))
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training or not bool(self.initialized):
+        initialized = self.is_initialized()
+        if self.training or not initialized:
             with torch.no_grad():
                 batch_max = x.detach().abs().max().float()
-                if bool(self.initialized):
+                if initialized:
                     self.running_max.lerp_(batch_max, self.momentum)
                 else:
                     self.running_max.copy_(batch_max)
-                    self.initialized.fill_(True)
+                    self.mark_initialized()
             top = batch_max if self.training else self.running_max
         else:
             top = self.running_max
@@ -270,7 +269,7 @@ class InputQuantizer(nn.Module):
             else:
                 L = 2 ** (self.bits - 1) - 1 if self.signed else 2**self.bits - 1
                 s = top / L
-                q = s * torch.clamp(torch.round(x / s), -L if self.signed else 0, L)
+                q = torch.round(x / s).clamp_(-L if self.signed else 0, L).mul_(s)  # in place: one new tensor
         lo = -top if self.signed else torch.zeros_like(top)
         return _ClippedIdentity.apply(x, q, lo, top)
 

@@ -14,6 +14,7 @@ softness parameter together with the weights (LSQ, PACT, DSQ in ``methods/``; an
 * :func:`sync_mean` and the ``initialized`` buffers — data-dependent initialisation on the first *training* batch
   (the evaluation-mode placement probe of :func:`~qbench.quant.apply.quantize_model` runs on random input and must
   not set it), averaged over ranks under torchrun so that every replica starts from the same value.
+  :class:`LazyInit` mirrors the buffer in a Python flag, so the step reads the buffer once, not every forward.
 * :func:`lsq_quantize` (LSQ eq. 1–3 and 5 with the §2.2 gradient scale) and the modules :class:`LearnedStepWeight`
   (a weight parametrization with its own ``nn.Parameter`` step, per tensor as in the paper or per output channel)
   and :class:`LearnedStepQuantizer` (activations and layer inputs, unsigned after a ReLU or signed).
@@ -31,6 +32,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import BitsError, ConfigError
+from .gates import keep_between
 from .weight import WeightParametrization
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "grad_scale",
     "ste_replace",
     "sync_mean",
+    "LazyInit",
     "lsq_bounds",
     "lsq_init_step",
     "lsq_quantize",
@@ -167,6 +170,31 @@ def sync_mean(t: Tensor) -> Tensor:
     return t
 
 
+class LazyInit:
+    """Mixin of a quantizer module whose state is initialised from data on first use, recorded in its boolean
+    ``initialized`` buffer (saved with the model, so a loaded checkpoint is not re-initialised).
+
+    The buffer is read once (:meth:`is_initialized`) and then mirrored in a Python flag, because reading it every
+    forward is a host sync on a GPU and, under ``torch.compile``, a data-dependent branch that breaks the graph; the
+    flag is a Python constant the compiled graph is guarded on (one recompilation after the initialising step).
+    Loading a state dict clears the flag, so the loaded buffer is read again."""
+
+    _init_seen = False
+
+    def is_initialized(self) -> bool:
+        if not self._init_seen:
+            self._init_seen = bool(self.initialized)
+        return self._init_seen
+
+    def mark_initialized(self) -> None:
+        self.initialized.fill_(True)
+        self._init_seen = True
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        self._init_seen = False
+        super()._load_from_state_dict(*args, **kwargs)
+
+
 # ------------------------------------------------------------------------------------------------------ LSQ core
 def lsq_bounds(bits: int, signed: bool) -> tuple[int, int]:
     """(Q_N, Q_P) of LSQ §2: signed 2^{b−1}, 2^{b−1} − 1 (weights, signed inputs); unsigned 0, 2^b − 1 (after ReLU)."""
@@ -195,19 +223,23 @@ class _LSQ(torch.autograd.Function):
         vs = v / s
         ctx.save_for_backward(vs)
         ctx.cfg = (q_n, q_p, g, s.shape)
-        return torch.clamp(torch.round(vs), -q_n, q_p) * s
+        return torch.round(vs).clamp_(-q_n, q_p).mul_(s)  # in place: one new tensor
 
     @staticmethod
     def backward(ctx, grad: Tensor):
         (vs,) = ctx.saved_tensors
         q_n, q_p, g, s_shape = ctx.cfg
-        below, above = vs <= -q_n, vs >= q_p
-        inside = ~(below | above)
-        grad_v = grad * inside.to(grad.dtype) if ctx.needs_input_grad[0] else None
+        # grad·1{−Q_N < v/s < Q_P} in one gated pass (quant.gates): the data gradient (eq. 5), and the step gradient's
+        # inside part below
+        grad_inside = keep_between(grad, vs, -q_n, q_p)
+        grad_v = grad_inside if ctx.needs_input_grad[0] else None
         grad_s = None
         if ctx.needs_input_grad[1]:
-            ds = torch.where(inside, torch.round(vs) - vs, torch.where(below, -float(q_n), float(q_p)).to(vs.dtype))
-            grad_s = (grad * ds).sum_to_size(s_shape) * g
+            # grad·∂v̂/∂s (eq. 3) per element as grad·(⌊v/s⌉ − v/s) inside plus grad·clip(⌊v/s⌉, −Q_N, Q_P) = grad·(−Q_N)
+            # or grad·Q_P outside (one of the two terms is exactly 0), without `where` (slow on a CPU)
+            r = torch.round(vs)
+            outside = (grad - grad_inside).mul_(r.clamp(-q_n, q_p))
+            grad_s = r.sub_(vs).mul_(grad_inside).add_(outside).sum_to_size(s_shape) * g
         return grad_v, grad_s, None, None, None
 
 
@@ -221,7 +253,7 @@ def _channel_dims(w: Tensor) -> tuple[int, ...]:
     return tuple(range(1, w.dim()))
 
 
-class LearnedStepWeight(WeightParametrization):
+class LearnedStepWeight(LazyInit, WeightParametrization):
     """Weight parametrization ``w ↦ lsq_quantize(w, s)`` with a learned step ``s`` (LSQ; ``nn.Parameter`` of this
     module, so it is in ``model.parameters()``, the optimizer and the state dict as
     ``<layer>.parametrizations.weight.0.step``).
@@ -250,7 +282,7 @@ class LearnedStepWeight(WeightParametrization):
                 self.step.data = s0.clone()  # before any optimizer exists: registration runs the first forward
             else:
                 self.step.copy_(s0)
-            self.initialized.fill_(True)
+            self.mark_initialized()
 
     def _g(self, latent: Tensor) -> float:
         if not self.scale_grad:
@@ -259,14 +291,14 @@ class LearnedStepWeight(WeightParametrization):
         return 1.0 / math.sqrt(n * self.q_p)
 
     def forward(self, latent: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             self._init_from(latent)
         s = self.step.clamp_min(self.min_step)
         return lsq_quantize(latent, s, self.q_n, self.q_p, self._g(latent))
 
     def hard(self, latent: Tensor) -> Tensor:
         with torch.no_grad():
-            if not bool(self.initialized):
+            if not self.is_initialized():
                 self._init_from(latent)
             s = self.step.clamp_min(self.min_step).to(latent.dtype)
             return torch.clamp(torch.round(latent / s), -self.q_n, self.q_p) * s
@@ -278,7 +310,7 @@ class LearnedStepWeight(WeightParametrization):
         return f"bits={self.bits}, levels={self.levels}, per_channel={self.per_channel}"
 
 
-class LearnedStepQuantizer(nn.Module):
+class LearnedStepQuantizer(LazyInit, nn.Module):
     """LSQ quantizer for activations (replacing a ReLU: unsigned, Q_N = 0, Q_P = 2^b − 1, so negative inputs map to
     0 with zero gradient, as the ReLU would) or for a layer's input that is not a ReLU output (signed).
 
@@ -312,13 +344,13 @@ class LearnedStepQuantizer(nn.Module):
         return 1.0 / math.sqrt(n * self.q_p)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not bool(self.initialized):
+        if not self.is_initialized():
             s0 = sync_mean(lsq_init_step(x, self.q_p)) if self.training else lsq_init_step(x, self.q_p)
             if not self.training:  # e.g. the placement probe on random input: use, do not keep
                 return lsq_quantize(x, s0.to(x.device), self.q_n, self.q_p, self._g(x))
             with torch.no_grad():
                 self.step.copy_(s0)
-                self.initialized.fill_(True)
+                self.mark_initialized()
         s = self.step.clamp_min(self.min_step)
         return lsq_quantize(x, s, self.q_n, self.q_p, self._g(x))
 

@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from .gates import keep_between
 from .weight import WeightParametrization, sign_nonzero
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "ede_schedule",
     "estimator_grad",
     "sign_with_estimator",
+    "sign_estimated",
     "SignActivation",
     "channel_abs_mean",
     "channel_binary",
@@ -78,12 +80,14 @@ def approx_sign_grad(x: Tensor) -> Tensor:
     Both pieces are 2 − 2|x| and vanish at |x| = 1, so the derivative is max(0, 2 − 2|x|): a triangle of area 2
     (= the jump of sign), a closer fit to sign' than the box of :func:`hardtanh_ste_grad`.
     """
-    return torch.clamp(2.0 - 2.0 * x.abs(), min=0.0)
+    # in place on one new tensor (it runs on every activation's backward): (−2|x|) + 2 is 2 − 2|x| exactly
+    return x.abs().mul_(-2.0).add_(2.0).clamp_(min=0.0)
 
 
 def ede_grad(x: Tensor, t: float, k: float) -> Tensor:
     """μ'(x) = k·t·(1 − tanh²(t·x)), the derivative of IR-Net's EDE surrogate k·tanh(t·x) (arXiv 1909.10788 §3.2)."""
-    return k * t * (1.0 - torch.tanh(t * x) ** 2)
+    # in place on one new tensor: (−tanh²) + 1 is 1 − tanh² exactly, then × (k·t) as before
+    return torch.tanh(t * x).square_().neg_().add_(1.0).mul_(k * t)
 
 
 def ede_schedule(epoch: int, epochs: int, t_min: float = 0.1, t_max: float = 10.0) -> tuple[float, float]:
@@ -114,7 +118,7 @@ def estimator_grad(name: str, *, clip: float = 1.0, t: float = 0.1, k: float = 1
 
 
 class _SignFn(torch.autograd.Function):
-    """Forward sign(x) (sign(0) = +1); backward grad·μ'(x) for the given estimator function."""
+    """Forward sign(x) (sign(0) = +1); backward grad·μ'(x) for a custom estimator function."""
 
     @staticmethod
     def forward(ctx, x: Tensor, grad_fn: Callable[[Tensor], Tensor]) -> Tensor:
@@ -129,8 +133,39 @@ class _SignFn(torch.autograd.Function):
 
 
 def sign_with_estimator(x: Tensor, grad_fn: Callable[[Tensor], Tensor]) -> Tensor:
-    """sign(x) whose backward multiplies the incoming gradient by ``grad_fn(x)`` (an estimator μ')."""
+    """sign(x) whose backward multiplies the incoming gradient by ``grad_fn(x)`` (an estimator μ'). For the built-in
+    estimators use :func:`sign_estimated`, which passes no Python callable through autograd (``torch.compile``
+    traces it) and gates the hard-tanh STE in one pass."""
     return _SignFn.apply(x, grad_fn)
+
+
+class _NamedSignFn(torch.autograd.Function):
+    """Forward sign(x) (sign(0) = +1); backward grad·μ'(x) for the estimator named ``estimator`` (its parameters are
+    numbers, not a callable, so dynamo inlines the Function)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, estimator: str, clip: float, t: float, k: float) -> Tensor:
+        ctx.save_for_backward(x)
+        ctx.cfg = (estimator, clip, t, k)
+        return sign_nonzero(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (x,) = ctx.saved_tensors
+        estimator, clip, t, k = ctx.cfg
+        if estimator == "hardtanh":  # grad·1{|x| ≤ clip}: one gated pass (quant.gates)
+            return keep_between(grad, x, -clip, clip, True, True), None, None, None, None
+        mu = approx_sign_grad(x) if estimator == "approx_sign" else ede_grad(x, t, k)
+        return grad * mu.to(grad.dtype), None, None, None, None
+
+
+def sign_estimated(x: Tensor, estimator: str, *, clip: float = 1.0, t: float = 0.1, k: float = 10.0) -> Tensor:
+    """sign(x) forward, grad·μ'(x) backward for the estimator ``estimator`` of :data:`SIGN_ESTIMATORS` with its
+    parameters (``clip`` of the hard-tanh STE, ``t`` and ``k`` of EDE): the same values as
+    ``sign_with_estimator(x, estimator_grad(estimator, clip=clip, t=t, k=k))``."""
+    if estimator not in SIGN_ESTIMATORS:
+        raise ConfigError(f"unknown sign estimator '{estimator}'; choose one of {', '.join(SIGN_ESTIMATORS)}")
+    return _NamedSignFn.apply(x, estimator, float(clip), float(t), float(k))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -176,7 +211,7 @@ class SignActivation(nn.Module):
         return estimator_grad(self.estimator, clip=self.clip, t=self.t, k=self.k)
 
     def forward(self, x: Tensor) -> Tensor:
-        q = _SignFn.apply(x, self.grad_fn())
+        q = sign_estimated(x, self.estimator, clip=self.clip, t=self.t, k=self.k)
         if self.scale == "sample":
             dims = tuple(range(1, x.dim())) if x.dim() > 1 else (0,)
             q = x.detach().abs().mean(dim=dims, keepdim=True) * q
@@ -254,8 +289,7 @@ class ScaledSignWeight(WeightParametrization):
 
     def forward(self, latent: Tensor) -> Tensor:
         if self.grad == "autograd":
-            return channel_abs_mean(latent) * _SignFn.apply(latent, functools.partial(hardtanh_ste_grad,
-                                                                                      clip=self.clip))
+            return channel_abs_mean(latent) * sign_estimated(latent, "hardtanh", clip=self.clip)
         return _ScaledSignFn.apply(latent, self.grad, self.clip)
 
     def hard(self, latent: Tensor) -> Tensor:

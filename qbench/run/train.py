@@ -32,7 +32,7 @@ from ..config import TrainConfig
 from ..errors import ConfigError
 from ..method import Method
 from ..results import CHECKPOINT_FILE, METRICS_FILE, atomic_write_bytes, quarantine, read_jsonl, write_jsonl
-from .device import TrainSetup
+from .device import TrainSetup, compile_model
 from .diagnostics import RecurrenceTracker
 from .distributed import broadcast_object, load_on_main, unwrap
 
@@ -220,7 +220,7 @@ def fit(model: nn.Module, method: Method, loaders: tuple, train: TrainConfig, se
     optimizer = build_optimizer(method.param_groups(model), train)
     scheduler = build_scheduler(optimizer, train, steps_per_epoch)
     scaler = torch.amp.GradScaler("cuda") if setup.grad_scaler else None
-    forward_model = torch.compile(model) if setup.compile else model
+    forward_model = compile_model(model, setup)
     check_every = 1 if device.type == "cpu" else FINITE_CHECK_EVERY
     tracker = RecurrenceTracker()
     history: list[dict] = []

@@ -1,5 +1,7 @@
-"""Micro-benchmarks (pytest-benchmark) of every weight quantizer and activation quantizer/estimator, forward + backward
-on a ResNet-18-sized layer: weights 512×512×3×3 (layer4's conv), activations 32×256×14×14 (layer3's output).
+"""Micro-benchmarks (pytest-benchmark) of every weight quantizer and activation quantizer/estimator — the shared ones of
+qbench.quant and the methods' own (DSQ, PACT, DoReFa, LSQ, the sign estimators, IR-Net's Libra weights, AQE, the
+relaxed and stochastic weights) and the exact ternary projection's sort — forward + backward on a ResNet-18-sized
+layer: weights 512×512×3×3 (layer4's conv), activations 32×256×14×14 (layer3's output).
 
 Each benchmark also checks its result (shape, values on the quantizer's grid, at most ``levels`` distinct values,
 the documented gradient, finite), so CI runs this file with ``--benchmark-disable`` (pyproject's default) as
@@ -20,7 +22,18 @@ import os
 import pytest
 import torch
 
+from qbench.methods.aqe import AQEWeight
+from qbench.methods.binaryconnect import StochasticSignWeight
+from qbench.methods.binaryrelax import RelaxedWeight
+from qbench.methods.dorefa import DoReFaActivation
+from qbench.methods.dsq import DSQQuantizer, DSQWeight
+from qbench.methods.irnet import LibraWeight
+from qbench.methods.pact import PACTActivation
+from qbench.methods.proxquant import ProxQuantWeight
 from qbench.quant import activation as aq
+from qbench.quant import dorefa as qd
+from qbench.quant import learned as ql
+from qbench.quant import sign as qs
 from qbench.quant import weight as wq
 
 WEIGHT_SHAPE = (512, 512, 3, 3)
@@ -146,7 +159,7 @@ def test_quant_relu_learned_alpha(info, alpha_grad):
     m = aq.QuantReLU(bits, estimator="clipped_relu", learn_alpha=True, alpha_grad=alpha_grad)
     y, (gx, ga) = info(_run_act(m, x, g, extra=(m.alpha,)))
     assert y.shape == x.shape
-    _check_relu_grid(y, float(m.alpha), bits)
+    _check_relu_grid(y, float(m.alpha.detach()), bits)
     assert torch.isfinite(gx).all() and torch.isfinite(ga).all()
     assert ga.shape == m.alpha.shape and abs(float(ga)) <= m.alpha_grad_clip
     if alpha_grad != "pact":
@@ -206,3 +219,117 @@ def test_input_quantizer(info, signed, bits):
             assert float(y.min()) >= 0
     # straight through inside the range [−max|x|, max|x|] (the training range is the batch's own): everywhere here
     assert torch.isfinite(gx).all() and torch.equal(gx, g)
+
+
+# ------------------------------------------------------------------ the zoo's quantizers and estimators (issue #13)
+# Every weight parametrization and activation quantizer a registered method places has a forward+backward benchmark
+# here, checked as above (grid, levels, the documented gradient); `qbench list methods` names their methods.
+
+
+def _weights(seed=10):
+    w = _randn(WEIGHT_SHAPE, seed, (2 / (512 * 9)) ** 0.5)
+    w.view(-1)[:100] = 1.5  # a few latents beyond ±1 (cancellation, clipping)
+    return w.requires_grad_(True)
+
+
+def _run_weight(param, w, g, extra=()):
+    def step():
+        q = param(w)
+        grads = torch.autograd.grad(q, [w, *extra], grad_outputs=g)
+        return q.detach(), grads
+
+    return step
+
+
+def _per_channel_values(q):
+    return max(row.unique().numel() for row in q.reshape(q.shape[0], -1))
+
+
+# (id, parametrization factory, at most this many values (per output channel when per_channel), extra parameters)
+ZOO_WEIGHTS = [
+    ("xnor", lambda: qs.ScaledSignWeight("xnor")),
+    ("magnitude_aware", lambda: qs.ScaledSignWeight("magnitude_aware")),
+    ("scaled_sign_autograd", lambda: qs.ScaledSignWeight("autograd")),
+    ("libra_ede", lambda: LibraWeight(t=0.5, k=2.0)),
+    ("dorefa_1bit", lambda: qd.DoReFaWeight(1)),
+    ("dorefa_4bit", lambda: qd.DoReFaWeight(4)),
+    ("lsq_4bit", lambda: ql.LearnedStepWeight(4)),
+    ("lsq_4bit_per_channel", lambda: ql.LearnedStepWeight(4, per_channel=True)),
+    ("dsq_4bit", lambda: DSQWeight(4)),
+    ("aqe_2bit", lambda: AQEWeight(2, 0.5, "twn")),
+    ("binaryrelax_exact", lambda: RelaxedWeight(wq.ternary_exact, 3, lam=1.04)),
+    ("stochastic_sign", lambda: StochasticSignWeight(cancel_outside=1.0)),
+    ("proxquant", lambda: ProxQuantWeight()),
+]
+
+
+@pytest.mark.benchmark(group="zoo weight quantizer fwd+bwd 512x512x3x3")
+@pytest.mark.parametrize("name,make", ZOO_WEIGHTS, ids=[q[0] for q in ZOO_WEIGHTS])
+def test_zoo_weight_quantizer(info, name, make):
+    w, g = _weights(), _randn(WEIGHT_SHAPE, 11)
+    param = make().train()
+    param.hard(w)  # data-dependent initialisation (LSQ's step, DSQ's range) from the weights, as at registration
+    extra = [p for p in param.parameters() if p.requires_grad]
+    q, grads = info(_run_weight(param, w, g, extra))
+    assert q.shape == w.shape and torch.isfinite(q).all() and all(torch.isfinite(t).all() for t in grads)
+    hard = param.hard(w)
+    values = _per_channel_values(hard) if param.per_channel else hard.unique().numel()
+    assert values <= param.levels, f"{name}: {values} values > {param.levels}"
+    gw = grads[0]
+    if name == "stochastic_sign":  # eq. 2 sampled, straight through with the 1{|w| ≤ 1} cancellation
+        assert set(q.unique().tolist()) <= {-1.0, 1.0} and torch.equal(gw, g * (w.detach().abs() <= 1))
+    elif name == "proxquant":  # the training forward is the float weight itself
+        assert torch.equal(q, w.detach()) and torch.equal(gw, g)
+    elif name == "binaryrelax_exact":  # u = (w + λQ(w))/(1 + λ), gradient straight through (Algorithm 1)
+        torch.testing.assert_close(q, (w.detach() + 1.04 * hard) / 2.04)
+        assert torch.equal(gw, g)
+    elif name == "magnitude_aware":  # Bi-Real §3.3: g·α_c·1{|w| ≤ 1}
+        alpha = qs.channel_abs_mean(w.detach())
+        torch.testing.assert_close(gw, g * alpha * (w.detach().abs() <= 1))
+    elif name == "lsq_4bit":  # eq. 5: straight through strictly inside the grid
+        vs = w.detach() / param.step.detach()
+        assert torch.equal(gw, g * ((vs > -param.q_n) & (vs < param.q_p)))
+    elif name != "aqe_2bit":
+        torch.testing.assert_close(q, hard)  # the training forward is the hard value
+
+
+# (id, module factory, at most this many values, gradient check or None)
+ZOO_ACTIVATIONS = [
+    ("sign_hardtanh", lambda: qs.SignActivation("hardtanh"), 2, lambda x: (x.abs() <= 1).float()),
+    ("sign_approx_sign", lambda: qs.SignActivation("approx_sign"), 2, qs.approx_sign_grad),
+    ("sign_ede", lambda: qs.SignActivation("ede", t=0.5, k=2.0), 2, lambda x: qs.ede_grad(x, 0.5, 2.0)),
+    ("sign_sample_scaled", lambda: qs.SignActivation("hardtanh", scale="sample"), None, None),
+    ("pact_4bit", lambda: PACTActivation(4, alpha_init=3.0), 16, lambda x: ((x >= 0) & (x < 3.0)).float()),
+    ("dorefa_4bit", lambda: DoReFaActivation(4), 16, lambda x: ((x > 0) & (x < 1)).float()),
+    ("lsq_4bit", lambda: ql.LearnedStepQuantizer(4), 16, None),
+    ("lsq_4bit_signed", lambda: ql.LearnedStepQuantizer(4, signed=True), 16, None),
+    ("dsq_4bit", lambda: DSQQuantizer(4), 16, None),
+    ("dsq_4bit_soft", lambda: DSQQuantizer(4, train_forward="soft"), None, None),
+]
+
+
+@pytest.mark.benchmark(group="zoo activation quantizer fwd+bwd 32x256x14x14")
+@pytest.mark.parametrize("name,make,levels,mu", ZOO_ACTIVATIONS, ids=[a[0] for a in ZOO_ACTIVATIONS])
+def test_zoo_activation_quantizer(info, name, make, levels, mu):
+    x, g = _act_input(12), _randn(ACT_SHAPE, 13)
+    m = make().train()
+    m(x)  # the first training batch initialises learned ranges and steps
+    extra = [p for p in m.parameters() if p.requires_grad]
+    y, grads = info(_run_act(m, x, g, extra=extra))
+    assert y.shape == x.shape and torch.isfinite(y).all() and all(torch.isfinite(t).all() for t in grads)
+    if levels is not None:
+        assert y.unique().numel() <= levels
+    if mu is not None:  # the estimator μ'(x) times the incoming gradient
+        torch.testing.assert_close(grads[0], g * mu(x.detach()))
+    if name == "sign_sample_scaled":  # XNOR-Net §3.2: β_n·sign(x), β_n = mean|x_n|; gradient β·1{|x| ≤ 1}
+        beta = x.detach().abs().mean(dim=(1, 2, 3), keepdim=True)
+        torch.testing.assert_close(y, beta * wq.sign_nonzero(x))
+        torch.testing.assert_close(grads[0], g * beta * (x.detach().abs() <= 1))
+
+
+@pytest.mark.benchmark(group="exact ternary projection's sort 512x512x3x3")
+def test_sort_magnitudes_benchmark(info):
+    """The exact ternary projection's one sort (LBW, BinaryRelax at 2 bits), on a ResNet-18 layer4 conv."""
+    a = _randn(WEIGHT_SHAPE, 14).abs().flatten()
+    values, order = info(lambda: wq.sort_magnitudes(a))
+    assert torch.equal(values, a[order]) and bool((values[:-1] >= values[1:]).all())

@@ -486,3 +486,89 @@ def test_zoo_method_metadata(name, arxiv):
     cls = qbench.registry.get_method_class(name)
     assert arxiv in sys.modules[cls.__module__].__doc__ and cls.paper
     assert "first and last" in cls.paper_policy
+
+
+# ------------------------------------------------- speed rewrites (issue #13) against the implementations they replace
+def _dsq_by_autograd(x, lo, hi, alpha, bits, soft):
+    """The previous DSQ: Q_S built from autograd operations (every intermediate kept for the backward), the hard
+    forward swapped in by ste_replace — the oracle of the one-Function, recomputing version."""
+    n = 2**bits - 1
+    delta = (hi - lo).clamp_min(1e-8) / n
+    xc = torch.minimum(torch.maximum(x, lo), hi)
+    with torch.no_grad():
+        i = torch.clamp(torch.floor((xc - lo) / delta), 0, n - 1)
+    m = lo + (i + 0.5) * delta
+    k = torch.log(2.0 / alpha - 1.0) / delta
+    s = 1.0 / (1.0 - alpha)
+    q_soft = lo + delta * (i + (s * torch.tanh(k * (xc - m)) + 1.0) / 2.0)
+    if soft:
+        return q_soft
+    hard = lo.detach() + delta.detach() * (i + (xc.detach() >= m.detach()).to(x.dtype))
+    return ql.ste_replace(q_soft, hard)
+
+
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-10), (torch.float32, 1e-3)])
+@pytest.mark.parametrize("bits", [1, 2, 4])
+@pytest.mark.parametrize("soft", [False, True])
+def test_dsq_function_equals_autograd_through_q_s(dtype, rtol, bits, soft):
+    """Forward bit-identical; gradients in x, l, u, α equal within float rounding (the sums are taken in another
+    order; float32's tolerance covers the cancellation in l's and u's sums), ties x = l and x = u included (autograd
+    splits max/min's gradient half and half there)."""
+    g = torch.Generator().manual_seed(bits)
+    x = torch.rand(3000, generator=g, dtype=dtype) * 3 - 1.2
+    lo, hi = torch.tensor(-0.6, dtype=dtype), torch.tensor(1.1, dtype=dtype)
+    x[:3], x[3:6] = lo, hi
+    w = torch.randn(x.shape, generator=g, dtype=dtype)
+    alpha = torch.tensor(0.2, dtype=dtype)
+    ours = _grads(lambda *a: dsq_quantize(*a, bits, soft=soft), x, lo, hi, alpha, weight=w)
+    ref = _grads(lambda *a: _dsq_by_autograd(*a, bits, soft), x, lo, hi, alpha, weight=w)
+    assert torch.equal(ours[0], ref[0])
+    for name, a, b in zip(("x", "l", "u", "alpha"), ours[1:], ref[1:]):
+        torch.testing.assert_close(a, b, rtol=rtol, atol=rtol * float(b.abs().max()), msg=name)
+
+
+def test_dsq_saves_only_its_input_for_the_backward():
+    """Peak memory (issue #13: DSQ 3× FP): the autograd graph of one quantizer holds x (and the 0-dim l, u, α), not
+    the activation-sized intermediates of Q_S."""
+    x = torch.randn(4, 8, 6, 6, requires_grad=True)
+    y = DSQQuantizer(2).train()(x)
+    saved = [t for t in y.grad_fn.saved_tensors if t.numel() > 1]
+    assert len(saved) == 1 and torch.equal(saved[0], x)
+
+
+def test_pact_backward_equals_the_masks_it_replaces():
+    alpha = torch.tensor(1.5)
+    x = torch.cat([torch.randn(300, generator=torch.Generator().manual_seed(0)) * 2,
+                   torch.tensor([0.0, -0.0, 1.5, torch.nextafter(torch.tensor(1.5), torch.tensor(0.0)).item()])])
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))
+    y, gx, ga = _grads(lambda a, b: pact_quantize(a, b, 2), x, alpha, weight=g)
+    assert torch.equal(y, torch.round(torch.minimum(x.clamp(min=0), alpha) * (3 / alpha)) * (alpha / 3))  # eq. 1–2
+    assert torch.equal(gx, g * ((x >= 0) & (x < alpha)))  # STE, the clip's derivative
+    assert torch.equal(ga, (g * (x >= alpha)).sum())  # eq. 3
+
+
+@pytest.mark.parametrize("act_max", [1.0, 2.5])
+@pytest.mark.parametrize("bits", [1, 2, 4])
+def test_dorefa_activation_equals_autograd_through_quantize_k(bits, act_max):
+    x = torch.cat([torch.randn(300, generator=torch.Generator().manual_seed(2)) * 2,
+                   torch.tensor([0.0, -0.0, act_max, 1.0])])
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(3))
+    ours = _grads(DoReFaActivation(bits, act_max), x, weight=g)
+    ref = _grads(lambda t: quantize_k(torch.clamp(t, 0.0, act_max) / act_max, bits) * act_max, x, weight=g)
+    assert torch.equal(ours[0], ref[0]) and torch.equal(ours[1], ref[1])  # bit-identical, the clip's ends included
+
+
+def test_lazy_init_flag_follows_the_buffer_through_state_dicts():
+    """The initialized buffer is read once and mirrored in a Python flag (no per-step host sync or graph break);
+    loading a state dict re-reads it, so a fresh state re-initialises and a trained one is kept."""
+    fresh = ql.LearnedStepQuantizer(4).train()
+    trained = ql.LearnedStepQuantizer(4).train()
+    trained(torch.rand(8, 3) * 4)
+    assert trained.is_initialized() and trained._init_seen and bool(trained.initialized)
+    step = float(trained.step.detach())
+    trained.load_state_dict(fresh.state_dict())  # back to an uninitialised state
+    assert not trained._init_seen and not trained.is_initialized()
+    trained(torch.rand(8, 3) * 40)  # re-initialised from this batch
+    assert float(trained.step.detach()) != step and trained.is_initialized()
+    fresh.load_state_dict(trained.state_dict())
+    assert fresh.is_initialized() and float(fresh.step.detach()) == float(trained.step.detach())

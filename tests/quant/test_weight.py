@@ -233,3 +233,63 @@ def test_hard_reuses_forward_value_until_latent_changes():
 def test_level_codes_are_scale_free():
     q = torch.tensor([0.0, 0.25, -0.5, 1.0])
     assert wq.level_codes(q).tolist() == wq.level_codes(q * 7.3).tolist() == [0, 1, -2, 4]
+
+
+# ------------------------------------------------------------------------------ speed rewrites (issue #13): same values
+def _ternary_exact_by_float_sort(w: torch.Tensor) -> torch.Tensor:
+    """The previous implementation: a descending float sort, k* = argmax S_k²/k, the first k* indices set by
+    index_put — the oracle of the radix-sorted, scattered version."""
+    a = w.detach().abs().flatten()
+    sorted_a, order = torch.sort(a, descending=True, stable=True)
+    prefix = torch.cumsum(sorted_a.double(), 0)
+    score = prefix * prefix / torch.arange(1, a.numel() + 1, dtype=torch.float64)
+    best = torch.argmax(score)
+    k_star = int(best) + 1
+    alpha = (prefix[best] / k_star).to(w.dtype)
+    support = torch.zeros(w.numel(), dtype=w.dtype)
+    support[order[:k_star]] = 1
+    return alpha * support.view_as(w) * torch.sign(w)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+def test_sort_magnitudes_is_a_stable_descending_sort(dtype):
+    a = torch.cat([torch.randn(500, generator=torch.Generator().manual_seed(0)).abs(),
+                   torch.tensor([0.0, 0.0, 1.0, 1.0, float("inf"), 2.0**-140, 3.0])]).to(dtype)
+    values, order = wq.sort_magnitudes(a)
+    ref = torch.sort(a, descending=True, stable=True)
+    assert torch.equal(values, ref.values) and torch.equal(order, ref.indices)
+
+
+@pytest.mark.parametrize("shape", [(1,), (7,), (64, 3, 3, 3), (500, 800)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_ternary_exact_equals_the_float_sort_version(shape, dtype):
+    w = torch.randn(shape, generator=torch.Generator().manual_seed(3), dtype=dtype) * 0.05
+    assert torch.equal(wq.ternary_exact(w), _ternary_exact_by_float_sort(w))
+
+
+def test_ternary_exact_with_tied_magnitudes():
+    # Sorted |w| = 1, 1, 1, 1, 0.2, 0.1: S_k²/k = 1, 2, 3, 4, 3.53, 3.08 → k* = 4, the four tied entries
+    w = torch.tensor([0.2, -1.0, 1.0, 1.0, -1.0, 0.1])
+    assert torch.equal(wq.ternary_exact(w), torch.tensor([0.0, -1.0, 1.0, 1.0, -1.0, 0.0]))
+    w = torch.tensor([3.0, 1.0, 1.0, 0.0])  # 9, 8, 25/3, 25/4 → k* = 1 (a tie group is kept or left whole: in
+    assert torch.equal(wq.ternary_exact(w), torch.tensor([3.0, 0.0, 0.0, 0.0]))  # exact arithmetic S_k²/k never
+    assert torch.equal(wq.ternary_exact(w), _ternary_exact_by_float_sort(w))  # peaks inside one)
+
+
+@pytest.mark.parametrize("fn", [wq.binary, wq.ternary_twn, wq.ternary_exact, wq.bcgd_4bit,
+                                lambda w: wq.uniform(w, 4), lambda w: wq.pow2(w, 4, refits=2)])
+def test_all_zero_weights_quantize_to_zero_without_a_host_test(fn):
+    w = torch.zeros(3, 4)
+    assert torch.equal(fn(w), w)
+
+
+@pytest.mark.parametrize("fn", [wq.binary, wq.ternary_twn, wq.ternary_exact, wq.ternary_exact_residual,
+                                wq.bcgd_4bit, lambda w: wq.uniform(w, 3), lambda w: wq.pow2(w, 3, refits=1),
+                                wq.sign_nonzero], ids=["binary", "twn", "exact", "residual", "bcgd4", "uniform",
+                                                       "pow2", "sign"])
+def test_weight_quantizers_trace_without_graph_breaks(fn):
+    import torch._dynamo as dynamo
+
+    dynamo.reset()
+    explanation = dynamo.explain(fn)(torch.randn(8, 5))
+    assert explanation.graph_break_count == 0, explanation.break_reasons

@@ -47,6 +47,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "AMP_MODES",
+    "DECODE_MODES",
     "PRUNERS",
     "RECURRENCE_QUANTIZERS",
     "THEORY_ESTIMATORS",
@@ -69,6 +70,7 @@ DATASETS = ("mnist5k", "digits", "mnist", "cifar10", "cifar100", "imagenet", "fa
 POLICIES = ("fp", "quantized")  # fp: first and last layers float; quantized: every layer
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "multistep", "cosine", "exponential")
+DECODE_MODES = ("auto", "cpu", "gpu")  # data.decode
 AMP_MODES = ("false", "bf16", "fp16")  # autocast dtype on CUDA; the CPU always trains in float32
 PRUNERS = ("hyperband", "median", "none")
 RECURRENCE_QUANTIZERS = ("binary", "ternary")  # the REC toy's weight quantizers (spec §6)
@@ -93,6 +95,7 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
+    decode: str = "auto"  # ImageFolder JPEGs: gpu (on the training device), cpu (PIL in the workers); auto: gpu on CUDA
 
 
 @dataclass
@@ -664,6 +667,7 @@ def validate(cfg: SuiteConfig) -> None:
     _at_least("data.num_workers", d.num_workers, 0)
     _at_least("data.train_subset", d.train_subset, 1, allow_none=True)
     _at_least("data.input_size", d.input_size, 1, allow_none=True)
+    _choice("data.decode", d.decode, DECODE_MODES, "auto, cpu or gpu")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1)")
     _finite_numbers("method_hparams", cfg.method_hparams)

@@ -16,10 +16,9 @@ from qbench.run.data import (
     CIFAR10_STD,
     MNIST_MEAN,
     MNIST_STD,
-    BatchedSamples,
     DatasetSplits,
-    collate_batched,
-    random_crop_flip,
+    RandomCropFlip,
+    TensorBatches,
     read_idx,
     stratified_split,
 )
@@ -98,8 +97,7 @@ def unnormalize(images: torch.Tensor, mean, std, scale=255.0) -> np.ndarray:
 
 
 def all_of(dataset):
-    batch = dataset.__getitems__(list(range(len(dataset))))
-    return batch.images, batch.targets
+    return dataset.batch(range(len(dataset)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -240,7 +238,7 @@ def test_cifar10_train_augmentation_is_crop_and_flip(tmp_path):
 
 def test_random_crop_flip_without_padding_is_flip_or_identity():
     images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
-    out = random_crop_flip(padding=0)(images, torch.Generator().manual_seed(0))
+    out = RandomCropFlip(padding=0)(images, torch.Generator().manual_seed(0))
     assert out.dtype == torch.uint8 and out.shape == images.shape
     flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images)]
     assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images))
@@ -426,12 +424,15 @@ def test_loader_shapes_and_eval_order():
     assert len(list(val)) == 1
 
 
-def test_loader_workers_are_deterministic(tmp_path):
+def test_loaders_are_resident_and_touch_no_device_until_used(tmp_path):
     make_cifar10(tmp_path, per_batch=8)
     splits = build_datasets("cifar10", tmp_path)
+    loaders = build_loaders(splits, batch_size=10, seed=3, num_workers=2)  # workers are moot for in-memory data
+    assert all(isinstance(loader, TensorBatches) for loader in loaders)
+    assert all(loader._stored is None for loader in loaders)
     runs = []
     for _ in range(2):
-        train, _, _ = build_loaders(splits, batch_size=10, seed=3, num_workers=2)
+        train, _, _ = build_loaders(splits, batch_size=10, seed=3)
         runs.append([x for x, _ in train])
     assert len(runs[0]) == 4
     assert all(torch.equal(a, b) for a, b in zip(*runs))
@@ -447,21 +448,23 @@ def test_mnist5k_epoch_covers_every_training_sample_once():
         torch.as_tensor([splits.train[i][1] for i in range(len(splits.train))]), minlength=10))
 
 
-def test_distributed_sampler():
+def test_train_loader_shards_like_distributed_sampler():
     from torch.utils.data import DistributedSampler
 
     splits = build_datasets("digits")
     shards = [build_loaders(splits, batch_size=64, seed=2, rank=r, world_size=2) for r in (0, 1)]
     for train, val, _ in shards:
-        assert isinstance(train.sampler, DistributedSampler) and train.sampler.shuffle
         assert train.batch_size == 32  # data.batch_size is the global batch
-        assert not isinstance(val.sampler, DistributedSampler)
+        assert val.sampler is None and len(list(val)) == len(val)  # eval: whole split on every rank
     epochs = []
     for epoch in (0, 1):
         halves = []
-        for train, _, _ in shards:
-            train.sampler.set_epoch(epoch)
+        for rank, (train, _, _) in enumerate(shards):
+            train.set_epoch(epoch)
             halves.append(torch.cat([y for _, y in train]))
+            reference = DistributedSampler(splits.train, num_replicas=2, rank=rank, shuffle=True, seed=2 * 100_003)
+            reference.set_epoch(epoch)
+            assert halves[-1].tolist() == splits.train.targets[list(reference)].tolist()
         assert len(halves[0]) == len(halves[1]) == (len(splits.train) + 1) // 2
         epochs.append(torch.cat(halves))
     assert not torch.equal(epochs[0], epochs[1])
@@ -469,13 +472,3 @@ def test_distributed_sampler():
     labels = torch.as_tensor([splits.train[i][1] for i in range(len(splits.train))])
     counts = torch.bincount(epochs[0], minlength=10) - torch.bincount(labels, minlength=10)
     assert counts.sum() == len(splits.train) % 2 and (counts >= 0).all()
-
-
-def test_batched_samples_work_with_default_collate():
-    from torch.utils.data import default_collate
-
-    batch = BatchedSamples(torch.zeros(3, 1, 2, 2), torch.tensor([0, 1, 2]))
-    images, labels = default_collate(batch)
-    assert images.shape == (3, 1, 2, 2) and labels.tolist() == [0, 1, 2]
-    images, labels = collate_batched(batch)
-    assert images is batch.images

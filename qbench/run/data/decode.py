@@ -44,6 +44,8 @@ from torch.utils.data import Dataset, Subset
 from torchvision.datasets import DatasetFolder
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
+from .transfer import to_device
+
 __all__ = [
     "SCALE",
     "RATIO",
@@ -175,7 +177,7 @@ def _decode_jpegs(chunks: list[Tensor], device: torch.device) -> list[Tensor]:
             _warned_fallback = True
             warnings.warn(f"decode_jpeg on {device} failed for a batch ({str(exc).splitlines()[0][:200]}); decoding "
                           "such batches on the CPU, image by image", RuntimeWarning, stacklevel=3)
-        return [decode_on_cpu(chunk.numpy().tobytes()).to(device) for chunk in chunks]
+        return [to_device(decode_on_cpu(chunk.numpy().tobytes()), device) for chunk in chunks]
 
 
 def decode_batch(batch: EncodedBatch, device: torch.device) -> list[Tensor]:
@@ -183,7 +185,7 @@ def decode_batch(batch: EncodedBatch, device: torch.device) -> list[Tensor]:
     encoded = [n for n in batch.lengths if n >= 0]
     decoded = iter(_decode_jpegs(list(torch.split(batch.data, encoded)), device) if encoded else [])
     ready = iter(batch.decoded)
-    return [next(decoded) if n >= 0 else next(ready).to(device, non_blocking=True) for n in batch.lengths]
+    return [next(decoded) if n >= 0 else to_device(next(ready), device) for n in batch.lengths]
 
 
 def random_resized_crop_params(sizes: Tensor, generator: torch.Generator, scale: tuple[float, float] = SCALE,
@@ -243,13 +245,13 @@ class DeviceImageTransform:
         mirror = torch.rand(len(images), generator=generator) < 0.5
         out = torch.stack([TF.resized_crop(image, *box, self.size, antialias=True)
                            for image, box in zip(images, boxes)])
-        return torch.where(mirror.to(out.device)[:, None, None, None], out.flip(-1), out)
+        return torch.where(to_device(mirror, out.device)[:, None, None, None], out.flip(-1), out)
 
     def __call__(self, batch: EncodedBatch, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         out = self.crops(decode_batch(batch, self.device), generator)
         if self._mul.device != out.device:
             self._mul, self._add = self._mul.to(out.device), self._add.to(out.device)
-        return torch.addcmul(self._add, out.float(), self._mul), batch.targets.to(self.device, non_blocking=True)
+        return torch.addcmul(self._add, out.float(), self._mul), to_device(batch.targets, out.device)
 
 
 def is_image_folder(dataset: Dataset) -> bool:

@@ -27,6 +27,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from .memory import InMemoryImageDataset
+from .transfer import to_device
 
 __all__ = ["EpochLoader", "TensorBatches", "FileBatches", "shuffle_seed", "epoch_seed"]
 
@@ -105,12 +106,12 @@ class TensorBatches:
         if self.sampler is None:
             order = torch.arange(len(self.dataset), device=self.device)
         else:
-            order = torch.as_tensor(list(self.sampler), dtype=torch.long).to(self.device)
+            order = to_device(torch.as_tensor(list(self.sampler), dtype=torch.long), self.device)
         params = None
         if self.augment is not None:
             # One draw per sample of the split, from (seed, epoch) alone: the same on every rank and device.
             generator = torch.Generator().manual_seed(epoch_seed(self.seed, self.epoch))
-            params = self.augment.draw(len(self.dataset), generator).to(self.device)
+            params = to_device(self.augment.draw(len(self.dataset), generator), self.device)
         for start in range(0, len(order), self.batch_size):
             index = order[start:start + self.batch_size]
             if self.drop_last and len(index) < self.batch_size:

@@ -1,6 +1,6 @@
 """Throughput of every data path on one device, in one command (issue #13) — a script, not a test:
 
-    python tests/benchmarks/data_paths.py --device cuda            # a GPU machine: ~2-4 minutes
+    python tests/benchmarks/data_paths.py --device cuda --step     # a GPU machine (16 cores): a few minutes
     python tests/benchmarks/data_paths.py --device cpu --images 500 --workers 2 --batch 64
 
 It generates an ImageFolder of ``--images`` real JPEGs of about 400×450 (with ImageNet's few odd files among them:
@@ -33,8 +33,8 @@ import numpy as np
 import torch
 
 from qbench.config import DataConfig
-from qbench.run.data import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_MEAN, IMAGENET_STD, RandomCropFlip, TensorBatches,
-                             TensorImageDataset, build_datasets, build_loaders)
+from qbench.run.data import (CIFAR10_MEAN, CIFAR10_STD, IMAGENET_STD, RandomCropFlip, TensorBatches, TensorImageDataset,
+                             build_datasets, build_loaders)
 
 CLASSES = 10
 
@@ -141,7 +141,7 @@ def step_rates(loaders: dict, device: torch.device, batch: int, steps: int) -> d
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--images", type=int, default=2000, help="training JPEGs to generate")
+    parser.add_argument("--images", type=int, default=6400, help="training JPEGs to generate (issue #13 used 6,400)")
     parser.add_argument("--root", default=None, help="an existing ImageFolder (with train/ and val/) instead")
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--batch", type=int, default=256)

@@ -13,7 +13,6 @@ machine. For img/s of every path on a GPU, run ``python tests/benchmarks/data_pa
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +26,6 @@ from qbench.run.data import (CIFAR10_MEAN, CIFAR10_STD, RandomCropFlip, TensorBa
 from .data_paths import make_image_folder
 
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fixed_threads():
-    old = torch.get_num_threads()
-    threads = int(os.environ.get("QBENCH_BENCH_THREADS", old))
-    torch.set_num_threads(threads)
-    yield threads
-    torch.set_num_threads(old)
-
-
-@pytest.fixture
-def info(benchmark, fixed_threads):
-    benchmark.extra_info.update(threads=fixed_threads, torch=torch.__version__)
-    return benchmark
 
 
 def one_epoch(loader) -> int:

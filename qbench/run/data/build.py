@@ -54,10 +54,13 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import Dataset, Subset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
 
 from ...config import DataConfig
 from ...errors import DataError
-from .decode import DeviceImageTransform, collate_encoded, encoded_view, is_image_folder
+from .decode import (EVAL_CROP_FRACTION, RATIO, SCALE, DeviceImageTransform, collate_encoded, encoded_view,
+                     is_image_folder)
 from .loaders import EpochLoader, FileBatches, TensorBatches
 from .memory import FAKE_NUM_CLASSES, FakeImageDataset, InMemoryImageDataset, RandomCropFlip, TensorImageDataset
 from .readers import (MNIST_FILES, cifar_dir, cifar_expected, download, find_mnist_file, load_cifar, load_mnist,
@@ -210,9 +213,6 @@ def build_datasets(data: DataConfig) -> DatasetSplits:
 
 
 def _build_imagenet(data: DataConfig, size: tuple[int, int] | None) -> DatasetSplits:
-    from torchvision import transforms  # torchvision only for ImageFolder datasets
-    from torchvision.datasets import ImageFolder
-
     expected = ("expected ImageFolder class folders under <root>/train and <root>/val (one sub-folder of images per "
                 "class; set data.root=... to the folder that holds train/ and val/)")
     root = _require_root(data, expected)
@@ -222,10 +222,11 @@ def _build_imagenet(data: DataConfig, size: tuple[int, int] | None) -> DatasetSp
     side = size or (224, 224)
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     # Standard ImageNet recipe (torchvision references / timm): eval resizes the short side to size/0.875 then crops.
-    eval_tf = transforms.Compose([transforms.Resize(int(math.floor(side[0] / 0.875))), transforms.CenterCrop(side),
-                                  transforms.ToTensor(), normalize])
-    train_tf = transforms.Compose([transforms.RandomResizedCrop(side), transforms.RandomHorizontalFlip(),
-                                   transforms.ToTensor(), normalize]) if data.augment else eval_tf
+    eval_tf = transforms.Compose([transforms.Resize(int(math.floor(side[0] / EVAL_CROP_FRACTION))),
+                                  transforms.CenterCrop(side), transforms.ToTensor(), normalize])
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(side, scale=SCALE, ratio=RATIO),
+                                   transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]) \
+        if data.augment else eval_tf
     try:
         train_folder = ImageFolder(str(train_dir), transform=train_tf)
         test = ImageFolder(str(test_dir), transform=eval_tf)

@@ -201,7 +201,9 @@ def test_odd_files_are_decoded_in_the_worker(tmp_path):
         assert (frame is not None) == (kind in ("rgb", "progressive", "gray", "cmyk"))
         if frame is not None:
             assert (frame.height, frame.width, frame.precision) == (40, 56, 8)
-            assert frame.components == {"gray": 1, "cmyk": 4}.get(kind, 3)
+            assert frame.components == len(frame.sampling) == {"gray": 1, "cmyk": 4}.get(kind, 3)
+            if frame.components == 3:
+                assert frame.sampling == ((2, 2), (1, 1), (1, 1))  # PIL's default 4:2:0
         assert device_decodable(frame) == expected_on_device[kind], kind
         sample = read_encoded(str(path))
         if expected_on_device[kind]:
@@ -209,6 +211,14 @@ def test_odd_files_are_decoded_in_the_worker(tmp_path):
         else:
             assert sample.shape == (3, 40, 56) and sample.dtype == torch.uint8
     assert jpeg_frame(b"\xff\xd8\xff\xe0\x00") is None and jpeg_frame(b"GIF89a") is None and jpeg_frame(b"") is None
+    # chroma layouts nvJPEG knows go to the device; an exotic one (chroma sampled 2×2, luma 1×1) is decoded here
+    image = Image.fromarray(picture(rng, 40, 56))
+    for subsampling, on_device in ((0, True), (1, True), (2, True)):  # PIL: 4:4:4, 4:2:2, 4:2:0
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", subsampling=subsampling)
+        assert device_decodable(jpeg_frame(buffer.getvalue())) is on_device
+    frame = jpeg_frame(buffer.getvalue())._replace(sampling=((1, 1), (2, 2), (1, 1)))
+    assert not device_decodable(frame)
 
 
 def test_a_batch_the_decoder_rejects_is_decoded_on_the_cpu(tmp_path, monkeypatch):

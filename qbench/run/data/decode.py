@@ -68,6 +68,7 @@ EVAL_CROP_FRACTION = 0.875  # eval resizes the short side to ⌊size / 0.875⌋ 
 
 # Start-of-frame markers (baseline, extended, progressive, lossless; Huffman and arithmetic coded).
 _SOF_MARKERS = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_LUMA_SAMPLING = frozenset({(1, 1), (2, 1), (2, 2), (1, 2), (4, 1), (4, 2)})  # chroma 1×1: nvJPEG's known layouts
 _warned_fallback = False
 
 
@@ -86,6 +87,7 @@ class JpegFrame(NamedTuple):
     width: int
     components: int  # 1 grayscale, 3 YCbCr (or RGB), 4 CMYK/YCCK
     adobe_transform: int | None  # the Adobe APP14 colour transform flag (0: RGB/CMYK, 1: YCbCr, 2: YCCK), if any
+    sampling: tuple[tuple[int, int], ...] = ()  # (horizontal, vertical) sampling factors of each component
 
 
 @contextmanager
@@ -117,9 +119,11 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
         if marker in _SOF_MARKERS:
             if pos + 10 > len(data):
                 return None
+            components = data[pos + 9]
+            factors = data[pos + 11:pos + 10 + 3 * components:3]  # each component: id, (H << 4) | V, table
             return JpegFrame(precision=data[pos + 4], height=int.from_bytes(data[pos + 5:pos + 7], "big"),
-                             width=int.from_bytes(data[pos + 7:pos + 9], "big"), components=data[pos + 9],
-                             adobe_transform=adobe)
+                             width=int.from_bytes(data[pos + 7:pos + 9], "big"), components=components,
+                             adobe_transform=adobe, sampling=tuple((f >> 4, f & 15) for f in factors))
         if marker == 0xDA or length < 2:  # a scan before any frame: not a JPEG we can read
             return None
         pos += 2 + length
@@ -127,9 +131,11 @@ def jpeg_frame(data: bytes) -> JpegFrame | None:
 
 
 def device_decodable(frame: JpegFrame | None) -> bool:
-    """Whether the file goes to nvJPEG: an 8-bit three-component YCbCr JPEG (not Adobe-RGB)."""
+    """Whether the file goes to nvJPEG: an 8-bit three-component YCbCr JPEG (not Adobe-RGB) with a chroma
+    subsampling nvJPEG knows (4:4:4, 4:2:2, 4:2:0, 4:4:0, 4:1:1, 4:1:0)."""
     return (frame is not None and frame.precision == 8 and frame.components == 3 and frame.adobe_transform != 0
-            and frame.height > 0 and frame.width > 0)
+            and frame.height > 0 and frame.width > 0 and len(frame.sampling) == 3
+            and frame.sampling[0] in _LUMA_SAMPLING and frame.sampling[1] == frame.sampling[2] == (1, 1))
 
 
 def decode_on_cpu(data: bytes) -> Tensor:

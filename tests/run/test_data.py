@@ -17,6 +17,8 @@ from qbench.run.data import (
     MNIST_MEAN,
     MNIST_STD,
     DatasetSplits,
+    EpochLoader,
+    FileBatches,
     RandomCropFlip,
     TensorBatches,
     read_idx,
@@ -320,8 +322,9 @@ def test_imagenet_image_folder(tmp_path):
     assert torch.equal(splits.val[0][0], splits.val[0][0])
     again = build_datasets("imagenet", str(tmp_path), input_size=16, val_fraction=0.2, split_seed=5)
     assert again.val.indices == splits.val.indices
-    train_loader, _, test_loader = build_loaders(splits, batch_size=4)
-    images, labels = next(iter(test_loader))
+    loaders = build_loaders(splits, batch_size=4)  # on the CPU: the PIL path
+    assert all(isinstance(loader, FileBatches) and isinstance(loader, EpochLoader) for loader in loaders)
+    images, labels = next(iter(loaders[2]))
     assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
 
 
@@ -428,7 +431,7 @@ def test_loaders_are_resident_and_touch_no_device_until_used(tmp_path):
     make_cifar10(tmp_path, per_batch=8)
     splits = build_datasets("cifar10", tmp_path)
     loaders = build_loaders(splits, batch_size=10, seed=3, num_workers=2)  # workers are moot for in-memory data
-    assert all(isinstance(loader, TensorBatches) for loader in loaders)
+    assert all(isinstance(loader, TensorBatches) and isinstance(loader, EpochLoader) for loader in loaders)
     assert all(loader._stored is None for loader in loaders)
     runs = []
     for _ in range(2):

@@ -51,6 +51,7 @@ __all__ = [
     "RATIO",
     "EVAL_CROP_FRACTION",
     "EncodedBatch",
+    "JpegFrame",
     "DeviceImageTransform",
     "jpeg_frame",
     "device_decodable",

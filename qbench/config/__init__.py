@@ -18,8 +18,8 @@ from .fingerprint import RESULT_IRRELEVANT, fingerprint, fingerprint_diff, resul
 from .load import (get_value, list_suites, load_config, mask_url, stage_configs, suite_path, to_dict, to_yaml,
                    url_passwords, with_overrides)
 from .policy import FLOAT, POLICY_NAMES, SAME, LayerPolicy, parse_layer_precision, parse_policy
-from .schema import (AMP_MODES, COMPILE_MODES, DATASETS, KINDS, LOGGERS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS,
-                     SCHEDULES, SEEDS_AUTO, THEORY_ESTIMATORS, BenchConfig, DataConfig, ModelConfig, RecurrenceConfig,
+from .schema import (AMP_MODES, COMPILE_MODES, DATASETS, DECODE_MODES, KINDS, LOGGERS, OPTIMIZERS, PRUNERS,
+                     RECURRENCE_QUANTIZERS, SCHEDULES, SEEDS_AUTO, THEORY_ESTIMATORS, BenchConfig, DataConfig, ModelConfig, RecurrenceConfig,
                      SuiteConfig, TheoryConfig, TrainConfig, TuneConfig)
 from .space import CHOICES, SearchDim, is_number, parse_search_dim, recipe_dims, recipe_keys
 from .validate import check_path_segment, parse_shard, validate
@@ -27,7 +27,7 @@ from .validate import check_path_segment, parse_shard, validate
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
     "RecurrenceConfig", "SearchDim", "CHOICES", "is_number", "KINDS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES",
-    "COMPILE_MODES", "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO", "load_config",
+    "COMPILE_MODES", "DECODE_MODES", "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO", "load_config",
     "stage_configs", "with_overrides",
     "get_value", "list_suites", "suite_path", "parse_shard", "parse_search_dim", "recipe_keys", "recipe_dims",
     "validate", "to_dict", "to_yaml", "RESULT_IRRELEVANT", "result_config", "fingerprint", "fingerprint_diff",

@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Optional
 __all__ = [
     "SuiteConfig", "DataConfig", "ModelConfig", "TrainConfig", "TuneConfig", "BenchConfig", "TheoryConfig",
     "RecurrenceConfig", "KINDS", "DATASETS", "OPTIMIZERS", "SCHEDULES", "AMP_MODES", "AMP_ALIASES",
-    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO", "COMPILE_MODES",
+    "PRUNERS", "RECURRENCE_QUANTIZERS", "THEORY_ESTIMATORS", "LOGGERS", "SEEDS_AUTO", "COMPILE_MODES", "DECODE_MODES",
 ]
 
 KINDS = ("train", "theory")
@@ -20,6 +20,7 @@ AMP_MODES = ("false", "bf16", "fp16")  # autocast dtype on CUDA; the CPU always 
 # train.compile: auto = torch.compile on CUDA, eager on the CPU (where compiling costs more than a short run saves);
 # true / false force it; reduce-overhead = compiled with CUDA graphs on CUDA (small models whose step is bound by
 # kernel launches), plain compiled on the CPU.
+DECODE_MODES = ("auto", "cpu", "gpu")  # data.decode: where ImageFolder JPEGs are decoded
 COMPILE_MODES = ("auto", "true", "false", "reduce-overhead")
 PRUNERS = ("hyperband", "median", "none")
 RECURRENCE_QUANTIZERS = ("binary", "ternary")  # the REC toy's weight quantizers (spec §6)
@@ -46,6 +47,7 @@ class DataConfig:
     num_workers: int = 0
     pin_memory: bool = False
     persistent_workers: bool = False
+    decode: str = "auto"  # ImageFolder JPEGs: gpu (on the training device), cpu (PIL in the workers); auto: gpu on CUDA
 
 
 @dataclass

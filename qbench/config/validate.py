@@ -13,8 +13,8 @@ from ..bits import parse_bits
 from ..errors import ConfigError
 from ..paired import MIN_SEEDS
 from .policy import SAME, parse_layer_precision, parse_policy
-from .schema import (AMP_ALIASES, COMPILE_MODES, DATASETS, KINDS, LOGGERS, OPTIMIZERS, PRUNERS, RECURRENCE_QUANTIZERS,
-                     SCHEDULES, SEEDS_AUTO, BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
+from .schema import (AMP_ALIASES, COMPILE_MODES, DATASETS, DECODE_MODES, KINDS, LOGGERS, OPTIMIZERS, PRUNERS,
+                     RECURRENCE_QUANTIZERS, SCHEDULES, SEEDS_AUTO, BenchConfig, SuiteConfig, TheoryConfig, TuneConfig)
 from .space import is_number, recipe_dims
 
 __all__ = ["validate", "parse_shard", "normalise_amp", "normalise_compile", "check_path_segment"]
@@ -132,6 +132,7 @@ def validate(cfg: SuiteConfig) -> None:
     _at_least("data.num_workers", d.num_workers, 0)
     _at_least("data.train_subset", d.train_subset, 1, allow_none=True)
     _at_least("data.input_size", d.input_size, 1, allow_none=True)
+    _choice("data.decode", d.decode, DECODE_MODES, "auto, cpu or gpu")
     if not 0.0 <= d.val_fraction < 1.0:
         raise ConfigError(f"data.val_fraction={d.val_fraction} must be in [0, 1)")
     _finite_numbers("method_hparams", cfg.method_hparams)

@@ -121,7 +121,7 @@ def load_splits(data: DataConfig) -> DatasetSplits:
     """The dataset of ``data``, built once per process for consecutive cells (one dataset in memory at a time)."""
     # Loader-only keys do not change the dataset.
     key = repr(dataclasses.replace(data, batch_size=1, eval_batch_size=None, num_workers=0, pin_memory=False,
-                                   persistent_workers=False))
+                                   persistent_workers=False, decode="auto"))
     if key not in _SPLITS_CACHE:
         _SPLITS_CACHE.clear()
         _SPLITS_CACHE[key] = build_datasets(data)
@@ -146,7 +146,7 @@ def run_cell(cfg: SuiteConfig, cell: Cell, run_dir: Path, *, resume: bool = True
     seed_everything(cell.seed)
     splits = load_splits(cfg.data)
     loaders = build_loaders(splits, cfg.data, seed=cell.seed, rank=rank, world_size=world,
-                            pin_memory=cfg.data.pin_memory and device.type == "cuda")
+                            pin_memory=cfg.data.pin_memory and device.type == "cuda", device=device)
     seed_everything(cell.seed)
     model = create_model(cell.arch, cfg.model, num_classes=splits.num_classes, in_chans=splits.input_size[0],
                          input_size=splits.input_size)

@@ -26,12 +26,12 @@ from typing import Callable
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
 from ..config import TrainConfig
 from ..errors import ConfigError
 from ..method import Method
 from ..results import CHECKPOINT_FILE, METRICS_FILE, atomic_write_bytes, quarantine, read_jsonl, write_jsonl
+from .data import EpochLoader
 from .device import TrainSetup, compile_model
 from .diagnostics import RecurrenceTracker
 from .distributed import broadcast_object, load_on_main, unwrap
@@ -178,20 +178,12 @@ def _to_device(x, y, device, channels_last: bool):
     return x, y.to(device, non_blocking=True)
 
 
-def _seed_epoch(loader, seed: int, epoch: int, rank: int) -> None:
-    """Re-seed every RNG the epoch uses from (seed, epoch): the shuffle, the augmentation and torch's global RNG.
-    This is what makes a resumed run identical to an uninterrupted one."""
+def _seed_epoch(loader: EpochLoader, seed: int, epoch: int) -> None:
+    """Re-seed every RNG the epoch uses from (seed, epoch): torch's global RNG here, the shuffle and the augmentation
+    through the loader's ``set_epoch`` (the loader knows the seed and the rank). This is what makes a resumed run
+    identical to an uninterrupted one."""
     torch.manual_seed(seed * 100_003 + epoch)
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(epoch)
-    gen = getattr(loader, "generator", None)
-    if gen is not None:
-        gen.manual_seed(seed * 100_003 + epoch)
-    dataset = loader.dataset
-    base = getattr(dataset, "dataset", dataset)
-    if hasattr(base, "reseed"):
-        base.reseed(seed * 1_000_003 + rank + 7919 * (epoch + 1))
+    loader.set_epoch(epoch)
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:
@@ -200,12 +192,13 @@ def _save_checkpoint(path: Path, state: dict) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
-def fit(model: nn.Module, method: Method, loaders: tuple, train: TrainConfig, setup: TrainSetup, *, seed: int = 0,
-        run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
+def fit(model: nn.Module, method: Method, loaders: tuple[EpochLoader, ...], train: TrainConfig, setup: TrainSetup, *,
+        seed: int = 0, run_dir: str | Path | None = None, resume: bool = True, progress: bool = True,
         epoch_callback: Callable[[int, dict], None] | None = None, rank: int = 0, world_size: int = 1,
         log: Callable[[str], None] = print) -> FitResult:
     """Train for ``train.epochs`` epochs on ``setup.device``; write metrics and a checkpoint each epoch when
-    ``run_dir`` is given.
+    ``run_dir`` is given. ``loaders`` are (train, val, …) :class:`~qbench.run.data.EpochLoader` s
+    (:func:`~qbench.run.data.build_loaders`).
 
     ``epoch_callback(epoch, row)`` is called after each epoch (Optuna's report/prune hook; it may raise to stop).
     Only rank 0 writes files under torchrun.
@@ -251,7 +244,7 @@ def fit(model: nn.Module, method: Method, loaders: tuple, train: TrainConfig, se
     t_start = time.perf_counter() - wall_offset
     images_seen, train_time = 0, 0.0
     for epoch in range(start_epoch, epochs):
-        _seed_epoch(train_loader, seed, epoch, rank)
+        _seed_epoch(train_loader, seed, epoch)
         method.on_epoch_start(model, epoch, epochs)
         model.train()
         # Running sums stay on the device: reading them each step would wait for the GPU every step.
@@ -330,22 +323,16 @@ def _readable_history(run_dir: Path, epochs: int, log: Callable[[str], None]) ->
     return rows[:epochs]
 
 
-def loss_at_q(model: nn.Module, train_loader, device, diag_batches: int, world_size: int = 1, *, amp_dtype=None,
-              channels_last: bool = False) -> float | None:
+def loss_at_q(model: nn.Module, train_loader: EpochLoader, device, diag_batches: int, world_size: int = 1, *,
+              amp_dtype=None, channels_last: bool = False) -> float | None:
     """Loss at Q(w) (eval mode: hard quantizers) on a fixed slice of the training set — the first ``diag_batches``
     batches of a sequential, un-augmented pass; None when ``diag_batches`` is 0. Under torchrun the loader's batch is
     the per-rank one: ``world_size`` times as many batches keep the slice (diag_batches global batches) the same as
     in one process."""
     if not diag_batches:
         return None
-    return evaluate(model, _diag_loader(train_loader), device, amp_dtype=amp_dtype, channels_last=channels_last,
+    return evaluate(model, train_loader.sequential(), device, amp_dtype=amp_dtype, channels_last=channels_last,
                     max_batches=diag_batches * world_size)["loss"]
-
-
-def _diag_loader(train_loader):
-    """A sequential, un-augmented view of the training set for the loss at Q(w)."""
-    return DataLoader(train_loader.dataset, batch_size=train_loader.batch_size, shuffle=False,
-                      collate_fn=train_loader.collate_fn, num_workers=0)
 
 
 def _rate(images: int, seconds: float) -> float:

@@ -17,7 +17,6 @@ compare only runs taken with the same thread count on the same machine.
 from __future__ import annotations
 
 import functools
-import os
 
 import pytest
 import torch
@@ -38,21 +37,6 @@ from qbench.quant import weight as wq
 
 WEIGHT_SHAPE = (512, 512, 3, 3)
 ACT_SHAPE = (32, 256, 14, 14)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def fixed_threads():
-    old = torch.get_num_threads()
-    threads = int(os.environ.get("QBENCH_BENCH_THREADS", old))
-    torch.set_num_threads(threads)
-    yield threads
-    torch.set_num_threads(old)
-
-
-@pytest.fixture
-def info(benchmark, fixed_threads):
-    benchmark.extra_info.update(threads=fixed_threads, torch=torch.__version__)
-    return benchmark
 
 
 def _randn(shape, seed, scale=1.0):

@@ -15,10 +15,11 @@ from qbench.run.data import (
     CIFAR10_STD,
     MNIST_MEAN,
     MNIST_STD,
-    BatchedSamples,
     DatasetSplits,
-    collate_batched,
-    random_crop_flip,
+    EpochLoader,
+    FileBatches,
+    RandomCropFlip,
+    TensorBatches,
     read_cifar,
     read_idx,
     stratified_split,
@@ -51,8 +52,7 @@ def unnormalize(images: torch.Tensor, mean, std, scale=255.0) -> np.ndarray:
 
 
 def all_of(dataset):
-    batch = dataset.__getitems__(list(range(len(dataset))))
-    return batch.images, batch.targets
+    return dataset.batch(range(len(dataset)))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ def test_cifar10_train_augmentation_is_crop_and_flip(tmp_path):
 
 def test_random_crop_flip_without_padding_is_flip_or_identity():
     images = torch.randint(0, 256, (16, 3, 8, 8), dtype=torch.uint8)
-    out = random_crop_flip(padding=0)(images, torch.Generator().manual_seed(0))
+    out = RandomCropFlip(padding=0)(images, torch.Generator().manual_seed(0))
     assert out.dtype == torch.uint8 and out.shape == images.shape
     flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images)]
     assert all(f or torch.equal(o, i) for f, o, i in zip(flipped, out, images))
@@ -256,8 +256,9 @@ def test_imagenet_image_folder(tmp_path):
     assert torch.equal(splits.val[0][0], splits.val[0][0])
     again = build_datasets("imagenet", str(tmp_path), input_size=16, val_fraction=0.2, split_seed=5)
     assert again.val.indices == splits.val.indices
-    train_loader, _, test_loader = build_loaders(splits, batch_size=4)
-    images, labels = next(iter(test_loader))
+    loaders = build_loaders(splits, batch_size=4)  # on the CPU: the PIL path
+    assert all(isinstance(loader, FileBatches) and isinstance(loader, EpochLoader) for loader in loaders)
+    images, labels = next(iter(loaders[2]))
     assert images.shape == (4, 3, 16, 16) and labels.dtype == torch.int64
 
 
@@ -360,12 +361,15 @@ def test_loader_shapes_and_eval_order():
     assert len(list(val)) == 1
 
 
-def test_loader_workers_are_deterministic(tmp_path):
+def test_loaders_are_resident_and_touch_no_device_until_used(tmp_path):
     make_cifar10(tmp_path, per_batch=8)
     splits = build_datasets("cifar10", tmp_path)
+    loaders = build_loaders(splits, batch_size=10, seed=3, num_workers=2)  # workers are moot for in-memory data
+    assert all(isinstance(loader, TensorBatches) and isinstance(loader, EpochLoader) for loader in loaders)
+    assert all(loader._stored is None for loader in loaders)
     runs = []
     for _ in range(2):
-        train, _, _ = build_loaders(splits, batch_size=10, seed=3, num_workers=2)
+        train, _, _ = build_loaders(splits, batch_size=10, seed=3)
         runs.append([x for x, _ in train])
     assert len(runs[0]) == 4
     assert all(torch.equal(a, b) for a, b in zip(*runs))
@@ -381,21 +385,23 @@ def test_mnist5k_epoch_covers_every_training_sample_once():
         torch.as_tensor([splits.train[i][1] for i in range(len(splits.train))]), minlength=10))
 
 
-def test_distributed_sampler():
+def test_train_loader_shards_like_distributed_sampler():
     from torch.utils.data import DistributedSampler
 
     splits = build_datasets("digits")
     shards = [build_loaders(splits, batch_size=64, seed=2, rank=r, world_size=2) for r in (0, 1)]
     for train, val, _ in shards:
-        assert isinstance(train.sampler, DistributedSampler) and train.sampler.shuffle
         assert train.batch_size == 32  # data.batch_size is the global batch
-        assert not isinstance(val.sampler, DistributedSampler)
+        assert val.sampler is None and len(list(val)) == len(val)  # eval: whole split on every rank
     epochs = []
     for epoch in (0, 1):
         halves = []
-        for train, _, _ in shards:
-            train.sampler.set_epoch(epoch)
+        for rank, (train, _, _) in enumerate(shards):
+            train.set_epoch(epoch)
             halves.append(torch.cat([y for _, y in train]))
+            reference = DistributedSampler(splits.train, num_replicas=2, rank=rank, shuffle=True, seed=2 * 100_003)
+            reference.set_epoch(epoch)
+            assert halves[-1].tolist() == splits.train.targets[list(reference)].tolist()
         assert len(halves[0]) == len(halves[1]) == (len(splits.train) + 1) // 2
         epochs.append(torch.cat(halves))
     assert not torch.equal(epochs[0], epochs[1])
@@ -403,43 +409,8 @@ def test_distributed_sampler():
     labels = torch.as_tensor([splits.train[i][1] for i in range(len(splits.train))])
     counts = torch.bincount(epochs[0], minlength=10) - torch.bincount(labels, minlength=10)
     assert counts.sum() == len(splits.train) % 2 and (counts >= 0).all()
-
-
-def test_batched_samples_work_with_default_collate():
-    from torch.utils.data import default_collate
-
-    batch = BatchedSamples(torch.zeros(3, 1, 2, 2), torch.tensor([0, 1, 2]))
-    images, labels = default_collate(batch)
-    assert images.shape == (3, 1, 2, 2) and labels.tolist() == [0, 1, 2]
-    images, labels = collate_batched(batch)
-    assert images is batch.images
-
-
-class _Planted:
-    """Pickles to a call that writes a marker file: what a planted data file would run on a plain pickle.load."""
-
-    def __init__(self, marker):
-        self.marker = str(marker)
-
-    def __reduce__(self):
-        return (Path.write_text, (Path(self.marker), "pwned"))
-
-
-@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
-def test_a_planted_cifar_pickle_is_refused_without_running_it(tmp_path, protocol):
-    """Issue #14: the CIFAR reader admits only the globals of the format (numpy arrays, bytes); a payload is one
-    DataError line naming the global, and nothing runs. Real-format files written with either protocol still load."""
-    make_cifar10(tmp_path)
-    folder = tmp_path / "cifar-10-batches-py"
-    images = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3, 32, 32)
-    with open(folder / "data_batch_2", "wb") as f:  # the genuine format, pickled with this protocol
-        pickle.dump({b"data": images.reshape(2, 3072), b"labels": [3, 4], b"batch_label": b"x"}, f, protocol=protocol)
-    x, y = read_cifar(folder / "data_batch_2")
-    assert np.array_equal(x, images) and y.tolist() == [3, 4]
-    marker = tmp_path / "marker"
-    with open(folder / "data_batch_3", "wb") as f:
-        pickle.dump({b"data": _Planted(marker), b"labels": [0]}, f, protocol=protocol)
-    with pytest.raises(DataError) as exc:
-        build_datasets("cifar10", tmp_path)
-    assert "global" in str(exc.value) and "not part of the CIFAR format" in str(exc.value)
-    assert "\n" not in str(exc.value) and not marker.exists()
+    EpochLoader,
+    FileBatches,
+    RandomCropFlip,
+    TensorBatches,
+    read_cifar,

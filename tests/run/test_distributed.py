@@ -1,12 +1,10 @@
 """torchrun on the CPU (gloo): DDP equals one process with the same global batch, and a killed job resumes.
 
-The equivalence tests run qbench's real path on both sides: ``run_cell`` under ``torchrun --nproc_per_node=2`` with
-``WORLD_SIZE=2`` (this file is also the torchrun worker, see ``_worker``) and ``run_cell`` in one process. The one
-difference the test makes on the single-process side is the order of the training set: ``run_cell`` shuffles with a
-``RandomSampler`` in one process and with a ``DistributedSampler`` under torchrun, so the reference run is given a
-``DistributedSampler(num_replicas=1)`` with the same seed. Then step k of both runs sees the same global batch: the
-2-process sampler hands rank r the positions r, r+2, … of the same permutation, so the two per-rank halves of a global
-batch of 32 are exactly that permutation's k-th block of 32.
+The equivalence tests run qbench's real path on both sides, unchanged: ``run_cell`` under ``torchrun
+--nproc_per_node=2`` with ``WORLD_SIZE=2`` (this file is also the torchrun worker, see ``_worker``) and ``run_cell`` in
+one process. The training loaders order every epoch like ``DistributedSampler`` in one process too (``num_replicas=1``,
+same seed), so step k of both runs sees the same global batch: rank r takes the positions r, r+2, … of the same
+permutation, and the two per-rank halves of a global batch of 32 are exactly that permutation's k-th block of 32.
 
 The model is ``qbench_ddp_tinynet`` (registered below): three convolutions and a linear classifier **without
 BatchNorm or dropout**. DDP averages gradients but not BatchNorm batch statistics, so a BN model's per-rank statistics
@@ -31,13 +29,10 @@ import pytest
 import torch
 from timm.models import register_model
 from torch import nn
-from torch.utils.data import DataLoader, DistributedSampler
 
 import qbench.run.distributed as qdist
 from qbench.config import load_config
 from qbench.errors import QbenchError
-from qbench.run import runner
-from qbench.run.data import collate_batched
 from qbench.run.runner import cell_config, plan_cells, run_cell, run_suite
 
 REPO = Path(__file__).resolve().parents[2]
@@ -129,26 +124,12 @@ def _env() -> dict:
     return env
 
 
-def _one_process_in_distributed_order(monkeypatch):
-    """Make run_cell's single-process train loader shuffle like DistributedSampler(num_replicas=1), same seed."""
-    real = runner.build_loaders
-
-    def build_loaders(splits, data, **kw):
-        train, val, test = real(splits, data, **kw)
-        sampler = DistributedSampler(splits.train, num_replicas=1, rank=0, shuffle=True, seed=kw.get("seed", 0))
-        train = DataLoader(splits.train, batch_size=data.batch_size, sampler=sampler, collate_fn=collate_batched)
-        return train, val, test
-
-    monkeypatch.setattr(runner, "build_loaders", build_loaders)
-
-
-def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path, monkeypatch):
+def test_two_gloo_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     ddp_out = tmp_path / "ddp"
     proc = subprocess.run([*TORCHRUN, __file__, "worker", str(ddp_out)], env=_env(), cwd=REPO,
                           capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
-    _one_process_in_distributed_order(monkeypatch)
     for method in EQUIV_METHODS:
         cfg, cell = _cell_config(method, tmp_path / "one")
         run_id = cell.run_id

@@ -24,8 +24,9 @@ CLASSES = ("n01440764", "n01443537", "n01484850")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def make_image_folder(root, n_train: int = 10, n_val: int = 3, size=(40, 48)):
-    """root/{train,val}/<wnid>/*.JPEG-like PNGs: a per-class colour plus noise, so the classes are learnable."""
+def make_image_folder(root, n_train: int = 10, n_val: int = 3, size=(40, 48), jpeg: bool = False):
+    """root/{train,val}/<wnid>/*.JPEG-like PNGs (or real JPEGs, one of them grayscale): a per-class colour plus noise,
+    so the classes are learnable."""
     from PIL import Image
 
     rng = np.random.RandomState(0)
@@ -37,7 +38,11 @@ def make_image_folder(root, n_train: int = 10, n_val: int = 3, size=(40, 48)):
                 base = np.zeros((*size, 3), np.float64)
                 base[..., k] = 160.0
                 pixels = np.clip(base + rng.normal(0, 40, base.shape), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{wnid}_{i}.png")
+                image = Image.fromarray(pixels)
+                if not jpeg:
+                    image.save(folder / f"{wnid}_{i}.png")
+                else:
+                    (image.convert("L") if i == 1 else image).save(folder / f"{wnid}_{i}.JPEG", quality=90)
     return root
 
 
@@ -85,6 +90,24 @@ def test_imagenet_suite_end_to_end_on_a_tiny_image_folder(tmp_path, capsys):
         "model_size_bits"]
     # throughput printed per epoch
     assert out.count("epoch 1/1:") == 3 and "img/s" in out
+
+
+def test_device_decode_path_end_to_end_on_the_cpu(tmp_path, capsys):
+    """data.decode=gpu on a CPU device: the workers read bytes, the main process decodes and augments in batches
+    (the code path CUDA runs), through run_cell and fit, diagnostics included."""
+    root = make_image_folder(tmp_path / "imagenet", jpeg=True)
+    results = tmp_path / "results"
+    rc = main(["run", "suite=imagenet-w1a4", f"data.root={root}", "train.epochs=1", "model.pretrained=false",
+               "data.input_size=32", "data.batch_size=8", "data.eval_batch_size=16", "data.val_fraction=0.2",
+               "data.num_workers=2", "data.decode=gpu", "methods=[bcgd]", "policies=[quantized]",
+               "train.device=cpu", f"results_dir={results}"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    run_dir = results / "imagenet-w1a4" / "bcgd_resnet18_W1A4_quantized_s0"
+    record = json.loads((run_dir / "result.json").read_text())
+    assert record["status"] == "complete" and 0 <= record["test_top1"] <= 100, record.get("error")
+    row = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    assert np.isfinite(row["loss_q"]) and row["train_img_s"] > 0
 
 
 def test_fp_init_from_a_local_state_dict(tmp_path):

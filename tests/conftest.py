@@ -1,8 +1,15 @@
 
+import os
+
 import pytest
 import torch
 
-# Deterministic, modest thread use: CI has 2 cores and several helpers may share them.
+# One intra-op thread in the tests and in the processes they start: the tests train tiny models, where a second
+# thread gains nothing, and on a 2-core machine that also runs something else (pytest -n 2, a torchrun test's two
+# ranks, another job) OpenMP's spinning threads make a tiny model's step 20-150x slower (measured: MobileNetV2
+# forward+backward on 2×3×64×64, 0.045 s with one thread, 6.8 s with two while the other core was busy).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+torch.set_num_threads(1)
 torch.manual_seed(0)
 
 

@@ -25,14 +25,14 @@ LIGHT = [
     ("test_convnext", {}, (3, 32, 32)),
 ]
 # Heavy models required by the issue: each in a few cells (methods rotate over bit-widths and policies).
-HEAVY = [
-    ("resnet18", {}, (3, 64, 64)),
-    ("mobilenetv2_100", {}, (3, 64, 64)),
-    ("efficientnet_b0", {}, (3, 64, 64)),
-    ("tf_efficientnet_b0", {}, (3, 64, 64)),  # Conv2dSame
-    ("resnetv2_50x1_bit", {}, (3, 64, 64)),  # StdConv2d
-    ("convnext_atto", {}, (3, 64, 64)),
-    ("deit_tiny_patch16_224", {"img_size": 64}, (3, 64, 64)),
+HEAVY = [  # the real timm classes and layer types at 32×32 inputs (and fewer blocks where timm takes the argument)
+    ("resnet18", {}, (3, 32, 32)),
+    ("mobilenetv2_100", {}, (3, 32, 32)),
+    ("efficientnet_b0", {}, (3, 32, 32)),
+    ("tf_efficientnet_b0", {}, (3, 32, 32)),  # Conv2dSame
+    ("resnetv2_50x1_bit", {"channels": (128, 256, 512, 1024)}, (3, 32, 32)),  # StdConv2d; a quarter of the widths
+    ("convnext_atto", {}, (3, 32, 32)),
+    ("deit_tiny_patch16_224", {"img_size": 32, "depth": 2}, (3, 32, 32)),
     ("beit_base_patch16_224", {"img_size": 32, "depth": 2}, (3, 32, 32)),  # attention reads qkv.weight functionally
 ]
 

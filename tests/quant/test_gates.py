@@ -39,16 +39,16 @@ def test_next_float_is_the_neighbour_in_the_dtype(dtype):
             assert gates.next_float(value, dtype, up) == ref, (value, up)
 
 
-def _skip_unrepresentable(t: float, dtype) -> None:
-    if torch.tensor(t, dtype=dtype).item() != t and dtype in (torch.float16, torch.bfloat16):
-        pytest.skip("documented: a bound not representable in a 16-bit dtype may move by one ulp")
+def _exact(bound: float, dtype) -> bool:
+    """Whether ``bound`` is a number of ``dtype``. A bound a 16-bit dtype cannot represent may move by one ulp (the
+    documented contract of qbench.quant.gates), so those (bound, dtype) pairs are not compared with the masked
+    product."""
+    return torch.tensor(bound, dtype=dtype).item() == bound or dtype not in (torch.float16, torch.bfloat16)
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("t,dtype", [(t, d) for t in (0.0, 1.0, 0.7, -1.0) for d in DTYPES if _exact(t, d)])
 @pytest.mark.parametrize("inclusive", [False, True])
-@pytest.mark.parametrize("t", [0.0, 1.0, 0.7, -1.0])
 def test_keep_above_and_below_equal_the_masked_product(dtype, inclusive, t):
-    _skip_unrepresentable(t, dtype)
     x = _probe(dtype)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(1)).to(dtype)
     above = (x >= t) if inclusive else (x > t)
@@ -63,11 +63,10 @@ def test_keep_above_and_below_equal_the_masked_product(dtype, inclusive, t):
     assert torch.equal(gates.keep_below(g, x, tt, inclusive)[finite], (g * (x <= tt if inclusive else x < tt))[finite])
 
 
-@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("lo,hi,dtype", [(lo, hi, d) for lo, hi in ((-1.0, 1.0), (0.0, 3.0), (-1.0, 0.7))
+                                         for d in DTYPES if _exact(lo, d) and _exact(hi, d)])
 @pytest.mark.parametrize("lo_inc,hi_inc", [(False, False), (True, True), (True, False), (False, True)])
-@pytest.mark.parametrize("lo,hi", [(-1.0, 1.0), (0.0, 3.0), (-1.0, 0.7)])
 def test_keep_between_equals_the_masked_product(dtype, lo_inc, hi_inc, lo, hi):
-    _skip_unrepresentable(hi, dtype)
     x = _probe(dtype)
     g = torch.randn(x.shape, generator=torch.Generator().manual_seed(2)).to(dtype)
     mask = ((x >= lo) if lo_inc else (x > lo)) & ((x <= hi) if hi_inc else (x < hi))

@@ -30,14 +30,16 @@ WEIGHT_ONLY_BITS = ("W1A32", "W2A32", "W4A32")
 RTOL, ATOL = 1e-5, 1e-6
 
 
-def _cells() -> list[tuple[str, str]]:
+def _cells() -> list:
     """Every registered method at each of its supported bit-widths among W1A1/W2A2/W4A4, or W1/W2/W4 weights with
-    float activations for a weight-only method."""
+    float activations for a weight-only method. The default run compiles each method at its lowest bit-width (each
+    compile costs seconds on 2 cores); the other bit-widths are marked slow: `pytest -m slow tests/run/test_compile.py`."""
     cells = []
     for name in qbench.list_methods():
         cls = get_method_class(name)
         bits = [b for b in ACT_BITS if cls.unsupported_bits(parse_bits(b)) is None]
-        cells += [(name, b) for b in bits or [b for b in WEIGHT_ONLY_BITS if cls.unsupported_bits(parse_bits(b)) is None]]
+        bits = bits or [b for b in WEIGHT_ONLY_BITS if cls.unsupported_bits(parse_bits(b)) is None]
+        cells += [pytest.param(name, b, marks=[pytest.mark.slow] if i else []) for i, b in enumerate(bits)]
     return cells
 
 

@@ -205,6 +205,7 @@ def _kill_job(proc: subprocess.Popen) -> None:
             time.sleep(0.05)
 
 
+@pytest.mark.slow  # ~1 min of 2 cores: three torchrun jobs of 2 ranks (`pytest -m slow tests/run/test_distributed.py`)
 def test_killed_torchrun_job_resumes_to_the_same_final_metrics(tmp_path):
     reference = _torchrun_qbench(tmp_path / "ref")
     killed = _torchrun_qbench(tmp_path / "killed")

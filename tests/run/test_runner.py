@@ -91,7 +91,7 @@ def test_diverging_and_failing_cells_are_recorded_and_the_suite_goes_on(tmp_path
 def _qbench(args, results_dir, **kw):
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
     return subprocess.Popen([sys.executable, "-m", "qbench", "run", "suite=quickstart", "method=ste", "seeds=[0]",
-                             "bits=[W2A4]", "train.epochs=6", "data.train_subset=2000", f"results_dir={results_dir}",
+                             "bits=[W2A4]", "train.epochs=4", "data.train_subset=1200", f"results_dir={results_dir}",
                              "--no-progress", *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True, **kw)
 

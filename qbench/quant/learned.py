@@ -314,8 +314,9 @@ class LearnedStepQuantizer(LazyInit, nn.Module):
     """LSQ quantizer for activations (replacing a ReLU: unsigned, Q_N = 0, Q_P = 2^b − 1, so negative inputs map to
     0 with zero gradient, as the ReLU would) or for a layer's input that is not a ReLU output (signed).
 
-    The step is initialised on the first training batch by LSQ §2.1 (s₀ = 2·⟨|x|⟩/√Q_P, averaged over ranks); before
-    that — the placement probe, an evaluation before any training — the batch's own s₀ is used without being stored.
+    The step is initialised on the first training batch by LSQ §2.1 (s₀ = 2·⟨|v|⟩/√Q_P, averaged over ranks; v is
+    relu(x) when unsigned, the data the grid represents); before that — the placement probe, an evaluation before
+    any training — the batch's own s₀ is used without being stored.
     Gradient scale g = 1/√(N·Q_P) (§2.2) with N the features of one example (``feature_count="example"``, the
     paper's text) or every element of the batch (``"batch"``, its code listing's ``v.numel()``).
     """
@@ -343,9 +344,15 @@ class LearnedStepQuantizer(LazyInit, nn.Module):
         n = x.numel() if self.feature_count == "batch" or x.dim() < 2 else x[0].numel()
         return 1.0 / math.sqrt(n * self.q_p)
 
+    def _init_step(self, x: Tensor) -> Tensor:
+        """LSQ §2.1 s₀ = 2·⟨|v|⟩/√Q_P over the data v this quantizer represents. Unsigned, it replaces a ReLU: v is
+        relu(x), as in the paper, which quantizes the ReLU's output; the pre-ReLU x, negatives included, would give
+        a step ~2× too large on N(0, 1) inputs (issue #15)."""
+        return lsq_init_step(x if self.signed else x.detach().clamp_min(0), self.q_p)
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.is_initialized():
-            s0 = sync_mean(lsq_init_step(x, self.q_p)) if self.training else lsq_init_step(x, self.q_p)
+            s0 = sync_mean(self._init_step(x)) if self.training else self._init_step(x)
             if not self.training:  # e.g. the placement probe on random input: use, do not keep
                 return lsq_quantize(x, s0.to(x.device), self.q_n, self.q_p, self._g(x))
             with torch.no_grad():

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import qbench
+from _bcgd_code import quantize_fbit, quantize_tnn
 from _tiny import mid_latent as _latent, setup_tiny as _setup
 from qbench.quant import weight as wq
 from qbench.run.train import train_step
@@ -118,6 +119,38 @@ def test_ste_float_weights_quantized_activations():
     model, method, _, _ = _setup("ste", bits="W32A2", estimator="identity")
     assert not qbench.quantized_layers(model)
     assert model.act.bits == 2 and model.act.estimator == "identity"
+
+
+def _fresh_conv_weight(init: str) -> torch.Tensor:
+    """A freshly initialised Conv2d(64, 64, 3), seed 0: PyTorch's default (kaiming-uniform, a = √5) or timm's
+    ResNet init (kaiming-normal, fan_out, ReLU gain)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3)
+    if init == "kaiming_normal":
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv.weight.detach()
+
+
+@pytest.mark.parametrize("init", ["default", "kaiming_normal"])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_ste_auto_weights_are_the_bcgd_authors_quantizers(bits, init):
+    """Issue #15: weights=auto at ≥ 2 bits follows the BCGD authors' code (quantize_tnn at 2 bits, quantize_fbit at
+    4, written out in _bcgd_code) instead of the max-scaled uniform grid, which zeroes every |w| < max|w|/2 at 2
+    bits; that grid stays as weights=auto_uniform."""
+    w = _fresh_conv_weight(init)
+    new = qbench.create_method("ste").weight_quantizer(bits).hard(w)
+    old = qbench.create_method("ste", weights="auto_uniform").weight_quantizer(bits).hard(w)
+    expected = quantize_tnn(w) if bits == 2 else quantize_fbit(w, bits)
+    assert torch.allclose(new.double(), torch.from_numpy(expected), rtol=1e-6, atol=1e-9)
+    assert torch.equal(old, wq.uniform(w, bits))
+    assert float((new == 0).float().mean()) < 0.5
+    new_err, old_err = float((new - w).norm() / w.norm()), float((old - w).norm() / w.norm())
+    assert new_err < old_err
+    if bits == 2 and init == "kaiming_normal":  # 97 % zeros under the old grid
+        assert float((old == 0).float().mean()) > 0.9 and new_err < 0.65 * old_err
+    for rule in ("auto", "auto_uniform"):  # 1 bit: the binary δ·sign(w) either way
+        one_bit = qbench.create_method("ste", weights=rule).weight_quantizer(1).hard(w)
+        assert torch.equal(one_bit, wq.binary(w))
 
 
 def test_lbw_uses_exact_ternary_and_pow2():

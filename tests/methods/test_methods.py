@@ -21,7 +21,7 @@ def _grad_at_q(model, x, y):
 
 @pytest.mark.parametrize("rho", [1e-5, 0.3])
 def test_bcgd_step_matches_spec_formula_with_momentum_and_decay(rho):
-    model, method, x, y = _setup("bcgd", rho=rho)
+    model, method, x, y = _setup("bcgd", rho=rho, rho_max=1.0)  # ρ ≤ rho_max from the first epoch on (the code)
     lr, mom, wd = 0.1, 0.95, 1e-4
     opt = torch.optim.SGD(method.param_groups(model), lr=lr, momentum=mom, weight_decay=wd)
     w0 = _latent(model).detach().clone()
@@ -56,18 +56,22 @@ def test_rho_zero_is_the_projected_coarse_gradient_step():
     assert torch.equal(runs["bcgd"], runs["pcg"])
 
 
-def test_bcgd_rho_schedule_per_epoch():
-    m = qbench.create_method("bcgd", rho=1e-3, rho_rate=10.0, rho_max=0.05)
+@pytest.mark.parametrize("rho0,rate,cap", [(1e-3, 10.0, 0.05), (1e-5, 1.01, 0.01), (0.3, 1.0, 0.01),
+                                            (0.1, 0.5, 0.01)])
+def test_bcgd_rho_schedule_updates_before_every_epoch_the_first_included(rho0, rate, cap):
+    """The authors' train_alm1_alpha (train_net_alpha.py line 344) runs ``rho = min(rho_rate*rho, .01)`` at the top
+    of each epoch, before its steps (issue #15: qbench used ρ_0 unchanged in the first epoch)."""
+    m = qbench.create_method("bcgd", rho=rho0, rho_rate=rate, rho_max=cap)
+    expected, rho = [], rho0
+    for epoch in range(3):  # the code's loop, written out
+        rho = min(rate * rho, cap)
+        expected.append(rho)
     rhos = []
-    for epoch in range(4):
-        m.on_epoch_start(None, epoch, 4)
+    for epoch in range(3):
+        m.on_epoch_start(None, epoch, 3)
         rhos.append(m.rho_t)
-    assert rhos == pytest.approx([1e-3, 1e-2, 0.05, 0.05])
-    big = qbench.create_method("bcgd", rho=0.3)  # the first epoch uses ρ_0 as given, later ones are capped
-    big.on_epoch_start(None, 0, 2)
-    assert big.rho_t == 0.3
-    big.on_epoch_start(None, 1, 2)
-    assert big.rho_t == 0.01
+    assert rhos == pytest.approx(expected, rel=1e-12)
+    assert m.rho_at(0) == pytest.approx(min(rate * rho0, cap), rel=1e-12)  # ρ of the first epoch is updated once
 
 
 def test_bcgd_alpha_is_trained_with_the_weights():

@@ -6,7 +6,8 @@ softness parameter together with the weights (LSQ, PACT, DSQ in ``methods/``; an
   calls) gives a role its own optimizer group when the method asks for options for it
   (:meth:`qbench.Method.param_group_options`, e.g. PACT's own L2 decay on α). Roles without options stay in the main
   group, so a method that asks for nothing trains exactly as before. Roles are looked up through the modules, not
-  stored on the tensors, so they survive ``.to()``, deepcopy and state-dict loading.
+  stored on the tensors, so they survive ``.to()``, deepcopy and state-dict loading. The latent (float) weights of
+  the quantized layers have the role "latent" (ProxQuant trains them without weight decay).
 * :func:`round_ste`, :func:`grad_scale`, :func:`ste_replace` — the straight-through round and the value-preserving
   gradient scaling of the LSQ paper (Esser et al., arXiv 1902.08153, §2.2 and its code listing), written as autograd
   Functions so the forward value is *exactly* the quantized one (``x + (q − x).detach()`` can be off by one ulp,
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from ..errors import BitsError, ConfigError
 from .gates import keep_between
+from .latent import latent_weights
 from .weight import WeightParametrization
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "ROLE_STEP",
     "ROLE_CLIP",
     "ROLE_SOFTNESS",
+    "ROLE_LATENT",
     "FEATURE_COUNTS",
     "param_roles",
     "split_param_groups",
@@ -61,6 +64,7 @@ PARAM_ROLES_ATTR = "qbench_param_roles"
 ROLE_STEP = "step"  # a learned quantization step size (LSQ)
 ROLE_CLIP = "clip"  # a learned clipping value / range bound (PACT's α, DSQ's l and u)
 ROLE_SOFTNESS = "softness"  # a learned shape parameter of a soft quantizer (DSQ's α)
+ROLE_LATENT = "latent"  # the latent float weight of a quantized layer (``parametrizations.weight.original``)
 #: what N counts in LSQ's activation gradient scale 1/√(N·Q_P): the features of one example (paper §2.2 text) or
 #: every element of the batch (``v.numel()`` in the paper's code listing)
 FEATURE_COUNTS = ("example", "batch")
@@ -68,8 +72,9 @@ FEATURE_COUNTS = ("example", "batch")
 
 # ------------------------------------------------------------------------------------------ roles and param groups
 def param_roles(model: nn.Module) -> dict[int, str]:
-    """``{id(parameter): role}`` for every learned quantizer parameter declared through ``qbench_param_roles``."""
-    roles: dict[int, str] = {}
+    """``{id(parameter): role}`` for every learned quantizer parameter declared through ``qbench_param_roles``, and
+    the role "latent" for the latent weight of every quantized layer (:func:`~qbench.quant.latent.latent_weights`)."""
+    roles = {id(latent): ROLE_LATENT for latent, _ in latent_weights(model)}
     for module in model.modules():
         for attr, role in getattr(module, PARAM_ROLES_ATTR, {}).items():
             p = getattr(module, attr, None)

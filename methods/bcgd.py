@@ -4,7 +4,9 @@
 Update (spec §3): ``w ← (1−ρ)·w + ρ·Q(w) − η·g̃(Q(w))``. In the authors' order: G = Q(W); forward/backward at G;
 W ← (1−ρ)W + ρG (:func:`qbench.quant.latent.blend_latent_weights_`); then the optimizer step with the gradient taken at
 G, so momentum and weight decay act at the blended point. ρ = 1e-5 constant (the code's per-epoch
-ρ ← min(rho_rate·ρ, 0.01) with rho_rate = 1); ρ = 0 is BinaryConnect / the projected coarse gradient (see ``pcg``).
+ρ ← min(rho_rate·ρ, 0.01) with rho_rate = 1, applied at the start of every epoch, the first included:
+``train_alm1_alpha``, ``BCGD_cifar/util/train_net_alpha.py`` line 344); ρ = 0 is BinaryConnect / the projected coarse
+gradient (see ``pcg``).
 Quantizers (code, :func:`qbench.quant.weight.bcgd_weight`): binary (1 bit), TWN-rule ternary with the code's scale
 Σ|w|I/n (2 bits), the 15-level ``bcgd_4bit`` (4 bits). Activations: quantized ReLU, clipped-ReLU estimator, learned α
 (rate 0.01, clamps).
@@ -26,8 +28,10 @@ class BCGD(QuantReLUMethod):
     weight_bits = quant.weight.BCGD_WEIGHT_BITS
     hparams = {
         **QuantReLUMethod.relu_hparams(learn_alpha=True),
-        "rho": HParam(1e-5, "blend weight ρ toward Q(w) (spec §3)", space=[1e-6, 1e-2, "log"]),
-        "rho_rate": HParam(1.0, "per-epoch growth ρ ← min(rho_rate·ρ, rho_max) (code; 1 = constant)"),
+        "rho": HParam(1e-5, "blend weight ρ toward Q(w) (spec §3), before the first epoch's update",
+                      space=[1e-6, 1e-2, "log"]),
+        "rho_rate": HParam(1.0, "growth ρ ← min(rho_rate·ρ, rho_max) at the start of every epoch (code; 1 = "
+                                "constant)"),
         "rho_max": HParam(0.01, "cap of the per-epoch ρ growth (code)"),
         "ternary_scale": HParam("code", "2-bit scale: 'code' = Σ|w|I/n (authors' code), 'twn' = Σ|w|I/|I| (TWN)",
                                 quant.weight.TERNARY_SCALES),
@@ -42,10 +46,14 @@ class BCGD(QuantReLUMethod):
         return quant.weight.bcgd_weight(bits, self.hp.ternary_scale)
 
     def rho_at(self, epoch: int) -> float:
-        # The code uses ρ_0 as given in the first epoch, then updates ρ ← min(rate·ρ, ρ_max) after each epoch:
-        # ρ_e = min(rate^e·ρ_0, ρ_max) for e ≥ 1.
+        """ρ of epoch ``epoch`` (0-based): the authors' code (``train_alm1_alpha``, train_net_alpha.py l. 344) runs
+        ``rho = min(rho_rate*rho, .01)`` at the top of its epoch loop, before the epoch's steps, so epoch e trains
+        with ρ_0 updated e + 1 times. Iterated rather than in closed form: with a rate below 1 and ρ_0 above the cap
+        the two differ."""
         rho = float(self.hp.rho)
-        return rho if epoch == 0 else min(rho * float(self.hp.rho_rate) ** epoch, float(self.hp.rho_max))
+        for _ in range(epoch + 1):
+            rho = min(float(self.hp.rho_rate) * rho, float(self.hp.rho_max))
+        return rho
 
     def on_epoch_start(self, model, epoch, epochs):
         self.rho_t = self.rho_at(epoch)

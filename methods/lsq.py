@@ -9,7 +9,8 @@ quantization*, ICLR 2020, arXiv 1902.08153; spec §10). The building blocks are 
   of features for activations (``feature_count``: per example as in the text, or the batch's ``v.numel()`` as in
   the paper's code listing).
 * Init (§2.1): s₀ = 2·⟨|v|⟩/√Q_P — from the weights when the model is quantized, from the first training batch for
-  activations (averaged over ranks under torchrun).
+  activations (averaged over ranks under torchrun). The quantizer replaces the ReLU, so for activations v is the
+  ReLU's output relu(x), as in the paper (which quantizes after the ReLU), not the pre-ReLU input.
 * One step per weight tensor and per activation layer, each an ``nn.Parameter`` trained with the weights (role
   "step"; ``step_weight_decay`` gives the steps their own decay). ``per_channel=True`` (one step per output channel)
   is an extension, not in the paper.

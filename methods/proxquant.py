@@ -19,6 +19,12 @@ Multi-bit ProxQuant (the alternating-quantization set of the LSTM experiments) i
 Activations float (the paper quantizes weights): weight-only, ``activation_bits = (32,)``.
 Paper layer policy (code ``if_binary``): every conv and FC weight binary incl. the first conv and the last FC; BN
 and the downsampling shortcuts float. Recipe (code): from a float checkpoint, Adam lr 0.01, 300 epochs, freeze at 200.
+No weight decay on the latent weights, whatever the recipe's (their own param group, role "latent"): in prox mode the
+code trains without any (``main_binary_reg.py``: the optimizer is built as ``SGD(params, lr)``, weight decay 0, line
+229; the Adam regime sets none, line 200, and with SGD a ``projection_mode`` sets ``regime[0]['weight_decay'] = 0.0``,
+line 204, "Remove weight decay when using SGD"); decay would pull w toward 0, against the prox's pull toward ±1.
+The code's optimizer has no decay on BN and the float layers either: a suite that reproduces it sets
+``train.weight_decay: 0``.
 """
 
 import math
@@ -96,6 +102,10 @@ class ProxQuant(Method):
     def weight_quantizer(self, bits):
         self.check_weight_bits(bits)
         return ProxQuantWeight()
+
+    def param_group_options(self):
+        # the authors' prox mode trains without weight decay (main_binary_reg.py, see the module docstring)
+        return {quant.learned.ROLE_LATENT: {"weight_decay": 0.0}}
 
     def on_epoch_start(self, model, epoch, epochs):
         self.epoch = epoch

@@ -6,7 +6,8 @@ softness parameter together with the weights (LSQ, PACT, DSQ in ``methods/``; an
   calls) gives a role its own optimizer group when the method asks for options for it
   (:meth:`qbench.Method.param_group_options`, e.g. PACT's own L2 decay on α). Roles without options stay in the main
   group, so a method that asks for nothing trains exactly as before. Roles are looked up through the modules, not
-  stored on the tensors, so they survive ``.to()``, deepcopy and state-dict loading.
+  stored on the tensors, so they survive ``.to()``, deepcopy and state-dict loading. The latent (float) weights of
+  the quantized layers have the role "latent" (ProxQuant trains them without weight decay).
 * :func:`round_ste`, :func:`grad_scale`, :func:`ste_replace` — the straight-through round and the value-preserving
   gradient scaling of the LSQ paper (Esser et al., arXiv 1902.08153, §2.2 and its code listing), written as autograd
   Functions so the forward value is *exactly* the quantized one (``x + (q − x).detach()`` can be off by one ulp,
@@ -33,6 +34,7 @@ from torch import Tensor, nn
 
 from ..errors import BitsError, ConfigError
 from .gates import keep_between
+from .latent import latent_weights
 from .weight import WeightParametrization
 
 __all__ = [
@@ -40,6 +42,7 @@ __all__ = [
     "ROLE_STEP",
     "ROLE_CLIP",
     "ROLE_SOFTNESS",
+    "ROLE_LATENT",
     "FEATURE_COUNTS",
     "param_roles",
     "split_param_groups",
@@ -61,6 +64,7 @@ PARAM_ROLES_ATTR = "qbench_param_roles"
 ROLE_STEP = "step"  # a learned quantization step size (LSQ)
 ROLE_CLIP = "clip"  # a learned clipping value / range bound (PACT's α, DSQ's l and u)
 ROLE_SOFTNESS = "softness"  # a learned shape parameter of a soft quantizer (DSQ's α)
+ROLE_LATENT = "latent"  # the latent float weight of a quantized layer (``parametrizations.weight.original``)
 #: what N counts in LSQ's activation gradient scale 1/√(N·Q_P): the features of one example (paper §2.2 text) or
 #: every element of the batch (``v.numel()`` in the paper's code listing)
 FEATURE_COUNTS = ("example", "batch")
@@ -68,8 +72,9 @@ FEATURE_COUNTS = ("example", "batch")
 
 # ------------------------------------------------------------------------------------------ roles and param groups
 def param_roles(model: nn.Module) -> dict[int, str]:
-    """``{id(parameter): role}`` for every learned quantizer parameter declared through ``qbench_param_roles``."""
-    roles: dict[int, str] = {}
+    """``{id(parameter): role}`` for every learned quantizer parameter declared through ``qbench_param_roles``, and
+    the role "latent" for the latent weight of every quantized layer (:func:`~qbench.quant.latent.latent_weights`)."""
+    roles = {id(latent): ROLE_LATENT for latent, _ in latent_weights(model)}
     for module in model.modules():
         for attr, role in getattr(module, PARAM_ROLES_ATTR, {}).items():
             p = getattr(module, attr, None)
@@ -314,8 +319,9 @@ class LearnedStepQuantizer(LazyInit, nn.Module):
     """LSQ quantizer for activations (replacing a ReLU: unsigned, Q_N = 0, Q_P = 2^b − 1, so negative inputs map to
     0 with zero gradient, as the ReLU would) or for a layer's input that is not a ReLU output (signed).
 
-    The step is initialised on the first training batch by LSQ §2.1 (s₀ = 2·⟨|x|⟩/√Q_P, averaged over ranks); before
-    that — the placement probe, an evaluation before any training — the batch's own s₀ is used without being stored.
+    The step is initialised on the first training batch by LSQ §2.1 (s₀ = 2·⟨|v|⟩/√Q_P, averaged over ranks; v is
+    relu(x) when unsigned, the data the grid represents); before that — the placement probe, an evaluation before
+    any training — the batch's own s₀ is used without being stored.
     Gradient scale g = 1/√(N·Q_P) (§2.2) with N the features of one example (``feature_count="example"``, the
     paper's text) or every element of the batch (``"batch"``, its code listing's ``v.numel()``).
     """
@@ -343,9 +349,15 @@ class LearnedStepQuantizer(LazyInit, nn.Module):
         n = x.numel() if self.feature_count == "batch" or x.dim() < 2 else x[0].numel()
         return 1.0 / math.sqrt(n * self.q_p)
 
+    def _init_step(self, x: Tensor) -> Tensor:
+        """LSQ §2.1 s₀ = 2·⟨|v|⟩/√Q_P over the data v this quantizer represents. Unsigned, it replaces a ReLU: v is
+        relu(x), as in the paper, which quantizes the ReLU's output; the pre-ReLU x, negatives included, would give
+        a step ~2× too large on N(0, 1) inputs (issue #15)."""
+        return lsq_init_step(x if self.signed else x.detach().clamp_min(0), self.q_p)
+
     def forward(self, x: Tensor) -> Tensor:
         if not self.is_initialized():
-            s0 = sync_mean(lsq_init_step(x, self.q_p)) if self.training else lsq_init_step(x, self.q_p)
+            s0 = sync_mean(self._init_step(x)) if self.training else self._init_step(x)
             if not self.training:  # e.g. the placement probe on random input: use, do not keep
                 return lsq_quantize(x, s0.to(x.device), self.q_n, self.q_p, self._g(x))
             with torch.no_grad():

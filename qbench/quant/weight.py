@@ -30,9 +30,11 @@ __all__ = [
     "pow2_unit_levels",
     "nearest_pow2_level",
     "uniform",
+    "bcgd_grid",
     "bcgd_4bit",
     "BCGD_WEIGHT_BITS",
     "TERNARY_SCALES",
+    "bcgd_quantizer",
     "bcgd_weight",
     "num_levels",
     "level_codes",
@@ -197,15 +199,31 @@ def uniform(w: Tensor, bits: int, scale: Tensor | float | None = None) -> Tensor
     return s * torch.clamp(torch.round(w / torch.where(s == 0, 1.0, s)), -L, L)
 
 
-def bcgd_4bit(w: Tensor) -> Tensor:
-    """The BCGD code's 4-bit quantizer (spec §1): δ = max|w|/15, k = clip(round(|w|/(2δ)), 0, 7),
-    least-squares scale s = Σ|w|k / Σk², Q = s·k·sign(w) (15 levels)."""
+def bcgd_grid(w: Tensor, bits: int) -> Tensor:
+    """The BCGD authors' multi-bit weight quantizer (``quantize_fbit``, ``BCGD_cifar/util/quant.py`` line 38 of
+    ``penhunt/full-quantization-DNN``, written for b = 4; other b ≥ 3 by the same rule [choice]).
+
+    L = 2^{b−1} − 1 magnitudes, δ = max|w|/(2L + 1) (the code's ``data.max()/15``); the integer level k of an entry
+    is 0 for |w| ≤ δ, k for (2k − 1)δ < |w| ≤ (2k + 1)δ (the code's loop ``data.gt((i−2)δ)·data.le(iδ)``, level
+    (i − 1)/2, i = 3, 5, …) and L for |w| > (2L − 1)δ, i.e. k = clip(⌈(|w| − δ)/(2δ)⌉, 0, L); then the least-squares
+    scale s = Σ|w|k / Σk² and Q = s·k·sign(w): 2L + 1 = 2^b − 1 levels. The code's guard δ ≤ 10 (weights above
+    150 in magnitude) is left out, as ``quantize_tnn``'s Δ ≤ 100 is in :func:`ternary_twn`.
+    """
+    if bits < 3:
+        raise BitsError(f"bcgd_grid needs bits ≥ 3 (got {bits}); BCGD uses ternary_twn at 2 bits, binary at 1")
+    levels = 2 ** (bits - 1) - 1
     a = w.abs()
-    delta = a.max() / 15
+    delta = a.max() / (2 * levels + 1)
     # δ = 0 (all-zero weights): k = 0 and s = 0 without a host-side test (no sync, no graph break under compile)
-    k = torch.clamp(torch.round(a / (2 * torch.where(delta == 0, 1.0, delta))), 0, 7)
+    k = torch.clamp(torch.ceil((a - delta) / (2 * torch.where(delta == 0, 1.0, delta))), 0, levels)
     s = (a * k).sum() / (k * k).sum().clamp_min(1e-12)
     return s * k * torch.sign(w)
+
+
+def bcgd_4bit(w: Tensor) -> Tensor:
+    """The BCGD code's 4-bit quantizer ``quantize_fbit`` (spec §1): :func:`bcgd_grid` at b = 4, δ = max|w|/15,
+    k ∈ {0, …, 7}, least-squares scale (15 levels)."""
+    return bcgd_grid(w, 4)
 
 
 def num_levels(bits: int) -> int:
@@ -320,18 +338,24 @@ BCGD_WEIGHT_BITS = (1, 2, 4)
 TERNARY_SCALES = ("code", "twn")
 
 
-def bcgd_weight(bits: int, ternary_scale: str = "code") -> StraightThroughWeight:
-    """BCGD's weight parametrization at ``bits`` (Yin et al., arXiv 1808.05240 and the authors' code), straight
-    through: :func:`binary` (1 bit), :func:`ternary_twn` with |w| ≥ Δ and the scale ``ternary_scale`` (2 bits),
-    :func:`bcgd_4bit` (4 bits). Shared by the ``bcgd`` and ``pcg`` methods (pcg is BCGD with ρ = 0)."""
+def bcgd_quantizer(bits: int, ternary_scale: str = "code") -> Callable[[Tensor], Tensor]:
+    """The BCGD authors' weight quantizer at any ``bits`` ≥ 1 (their ``quant_dict`` in ``BCGD_cifar/util/quant.py``):
+    :func:`binary` (1 bit, ``quantize_bw``, line 13), :func:`ternary_twn` with |w| ≥ Δ and the scale
+    ``ternary_scale`` (2 bits, ``quantize_tnn``, line 25), :func:`bcgd_grid` (≥ 3 bits, ``quantize_fbit``'s rule,
+    line 38; the code has b = 4 only)."""
     if ternary_scale not in TERNARY_SCALES:
         raise ConfigError(f"unknown BCGD ternary scale '{ternary_scale}'; choose one of {', '.join(TERNARY_SCALES)}")
     if bits == 1:
-        fn = binary
-    elif bits == 2:
-        fn = functools.partial(ternary_twn, bcgd_code_scale=ternary_scale == "code")
-    elif bits == 4:
-        fn = bcgd_4bit
-    else:
+        return binary
+    if bits == 2:
+        return functools.partial(ternary_twn, bcgd_code_scale=ternary_scale == "code")
+    return functools.partial(bcgd_grid, bits=bits)
+
+
+def bcgd_weight(bits: int, ternary_scale: str = "code") -> StraightThroughWeight:
+    """BCGD's weight parametrization at ``bits`` (Yin et al., arXiv 1808.05240 and the authors' code), straight
+    through: :func:`bcgd_quantizer` at the bit-widths of the code, :data:`BCGD_WEIGHT_BITS`. Shared by the ``bcgd``
+    and ``pcg`` methods (pcg is BCGD with ρ = 0)."""
+    if bits not in BCGD_WEIGHT_BITS:
         raise BitsError(f"BCGD's weight quantizers are W1, W2 and W4 (got W{bits}); W32 keeps float weights")
-    return StraightThroughWeight(fn, num_levels(bits))
+    return StraightThroughWeight(bcgd_quantizer(bits, ternary_scale), num_levels(bits))

@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 import qbench
+from _bcgd_code import quantize_fbit, quantize_tnn
 from _tiny import mid_latent as _latent, setup_tiny as _setup
 from qbench.quant import weight as wq
 from qbench.run.train import train_step
@@ -20,7 +21,7 @@ def _grad_at_q(model, x, y):
 
 @pytest.mark.parametrize("rho", [1e-5, 0.3])
 def test_bcgd_step_matches_spec_formula_with_momentum_and_decay(rho):
-    model, method, x, y = _setup("bcgd", rho=rho)
+    model, method, x, y = _setup("bcgd", rho=rho, rho_max=1.0)  # ρ ≤ rho_max from the first epoch on (the code)
     lr, mom, wd = 0.1, 0.95, 1e-4
     opt = torch.optim.SGD(method.param_groups(model), lr=lr, momentum=mom, weight_decay=wd)
     w0 = _latent(model).detach().clone()
@@ -55,18 +56,22 @@ def test_rho_zero_is_the_projected_coarse_gradient_step():
     assert torch.equal(runs["bcgd"], runs["pcg"])
 
 
-def test_bcgd_rho_schedule_per_epoch():
-    m = qbench.create_method("bcgd", rho=1e-3, rho_rate=10.0, rho_max=0.05)
+@pytest.mark.parametrize("rho0,rate,cap", [(1e-3, 10.0, 0.05), (1e-5, 1.01, 0.01), (0.3, 1.0, 0.01),
+                                            (0.1, 0.5, 0.01)])
+def test_bcgd_rho_schedule_updates_before_every_epoch_the_first_included(rho0, rate, cap):
+    """The authors' train_alm1_alpha (train_net_alpha.py line 344) runs ``rho = min(rho_rate*rho, .01)`` at the top
+    of each epoch, before its steps (issue #15: qbench used ρ_0 unchanged in the first epoch)."""
+    m = qbench.create_method("bcgd", rho=rho0, rho_rate=rate, rho_max=cap)
+    expected, rho = [], rho0
+    for epoch in range(3):  # the code's loop, written out
+        rho = min(rate * rho, cap)
+        expected.append(rho)
     rhos = []
-    for epoch in range(4):
-        m.on_epoch_start(None, epoch, 4)
+    for epoch in range(3):
+        m.on_epoch_start(None, epoch, 3)
         rhos.append(m.rho_t)
-    assert rhos == pytest.approx([1e-3, 1e-2, 0.05, 0.05])
-    big = qbench.create_method("bcgd", rho=0.3)  # the first epoch uses ρ_0 as given, later ones are capped
-    big.on_epoch_start(None, 0, 2)
-    assert big.rho_t == 0.3
-    big.on_epoch_start(None, 1, 2)
-    assert big.rho_t == 0.01
+    assert rhos == pytest.approx(expected, rel=1e-12)
+    assert m.rho_at(0) == pytest.approx(min(rate * rho0, cap), rel=1e-12)  # ρ of the first epoch is updated once
 
 
 def test_bcgd_alpha_is_trained_with_the_weights():
@@ -118,6 +123,38 @@ def test_ste_float_weights_quantized_activations():
     model, method, _, _ = _setup("ste", bits="W32A2", estimator="identity")
     assert not qbench.quantized_layers(model)
     assert model.act.bits == 2 and model.act.estimator == "identity"
+
+
+def _fresh_conv_weight(init: str) -> torch.Tensor:
+    """A freshly initialised Conv2d(64, 64, 3), seed 0: PyTorch's default (kaiming-uniform, a = √5) or timm's
+    ResNet init (kaiming-normal, fan_out, ReLU gain)."""
+    torch.manual_seed(0)
+    conv = nn.Conv2d(64, 64, 3)
+    if init == "kaiming_normal":
+        nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv.weight.detach()
+
+
+@pytest.mark.parametrize("init", ["default", "kaiming_normal"])
+@pytest.mark.parametrize("bits", [2, 4])
+def test_ste_auto_weights_are_the_bcgd_authors_quantizers(bits, init):
+    """Issue #15: weights=auto at ≥ 2 bits follows the BCGD authors' code (quantize_tnn at 2 bits, quantize_fbit at
+    4, written out in _bcgd_code) instead of the max-scaled uniform grid, which zeroes every |w| < max|w|/2 at 2
+    bits; that grid stays as weights=auto_uniform."""
+    w = _fresh_conv_weight(init)
+    new = qbench.create_method("ste").weight_quantizer(bits).hard(w)
+    old = qbench.create_method("ste", weights="auto_uniform").weight_quantizer(bits).hard(w)
+    expected = quantize_tnn(w) if bits == 2 else quantize_fbit(w, bits)
+    assert torch.allclose(new.double(), torch.from_numpy(expected), rtol=1e-6, atol=1e-9)
+    assert torch.equal(old, wq.uniform(w, bits))
+    assert float((new == 0).float().mean()) < 0.5
+    new_err, old_err = float((new - w).norm() / w.norm()), float((old - w).norm() / w.norm())
+    assert new_err < old_err
+    if bits == 2 and init == "kaiming_normal":  # 97 % zeros under the old grid
+        assert float((old == 0).float().mean()) > 0.9 and new_err < 0.65 * old_err
+    for rule in ("auto", "auto_uniform"):  # 1 bit: the binary δ·sign(w) either way
+        one_bit = qbench.create_method("ste", weights=rule).weight_quantizer(1).hard(w)
+        assert torch.equal(one_bit, wq.binary(w))
 
 
 def test_lbw_uses_exact_ternary_and_pow2():

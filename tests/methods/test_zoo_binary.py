@@ -24,7 +24,8 @@ from qbench.errors import BitsError, ConfigError
 from qbench.quant import sign as qs
 from qbench.quant import weight as wq
 from qbench.quant.apply import freeze_quantized, model_size_bits, quantized_layers
-from qbench.run.train import train_step
+from qbench.config import TrainConfig
+from qbench.run.train import build_optimizer, train_step
 
 ZOO = ("binaryconnect", "bnn", "xnor", "bwn", "twn", "binaryrelax", "irnet", "bireal", "proxquant")
 # a bit-width each method supports (W2 for TWN; weight-only methods at A32)
@@ -436,6 +437,32 @@ def test_proxquant_freezes_to_sign_at_the_end_and_counts_steps():
         train_step(step_model, step_method, opt, x, y, criterion=nn.CrossEntropyLoss())
     assert int(step_model.mid.parametrizations.weight[0].steps) == 3 and step_method.reg_at(3) == pytest.approx(3e-3)
     assert "parametrizations.weight.0.steps" in "".join(step_model.state_dict())  # survives checkpoints
+
+
+def test_proxquant_trains_its_latent_weights_without_weight_decay():
+    """The authors' prox mode has no weight decay (ProxQuant main_binary_reg.py: SGD(params, lr) line 229, the Adam
+    regime line 200, weight_decay = 0.0 line 204): the optimizer qbench builds gives proxquant's latent weights
+    weight decay 0 and every other parameter the recipe's; the other methods keep the recipe's on theirs."""
+    train = TrainConfig(optimizer="sgd", lr=0.1, momentum=0.0, weight_decay=0.5)
+    model, method, x, y = _setup("proxquant", "W1A32", clip_weights=False)
+    opt = build_optimizer(method.param_groups(model), train)
+    decay = {id(p): group["weight_decay"] for group in opt.param_groups for p in group["params"]}
+    latent = _latent(model)
+    assert decay.pop(id(latent)) == 0.0
+    assert sorted(decay) == sorted(id(p) for p in model.parameters() if p is not latent)
+    assert set(decay.values()) == {0.5}
+    # the step at epoch 0 (λ_0 = 0: no prox): w ← w − η·g at the float weights, without η·wd·w
+    w0 = latent.detach().clone()
+    g = _twin_grad(w0, x, y)
+    method.on_epoch_start(model, 0, 3)
+    train_step(model, method, opt, x, y, criterion=nn.CrossEntropyLoss())
+    assert torch.allclose(latent.detach(), w0 - 0.1 * g, atol=1e-7)
+    for name in ZOO:
+        if name != "proxquant":
+            other, other_method, _, _ = _setup(name, ZOO_BITS[name])
+            groups = build_optimizer(other_method.param_groups(other), train).param_groups
+            holding = [group for group in groups if any(p is _latent(other) for p in group["params"])]
+            assert [group["weight_decay"] for group in holding] == [0.5], name
 
 
 # ----------------------------------------------------------------------------------------------------------------------

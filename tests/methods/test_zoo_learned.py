@@ -179,10 +179,31 @@ def test_lsq_activation_step_is_set_by_the_first_training_batch_not_by_the_probe
     model.train()
     model(torch.randn(8, 1, 4, 4))
     assert bool(model.act.initialized)
-    assert model.act.step.item() == pytest.approx(2 * seen["x"].abs().mean().item() / math.sqrt(3), rel=1e-6)
+    # the quantizer replaces the ReLU: s₀ from relu(x), the data it represents (issue #15)
+    assert model.act.step.item() == pytest.approx(2 * seen["x"].clamp(min=0).mean().item() / math.sqrt(3), rel=1e-6)
     # weights: initialised from the weights when the model was quantized
     p = model.mid.parametrizations.weight
     assert p[0].step.item() == pytest.approx(2 * p.original.abs().mean().item() / math.sqrt(1), rel=1e-6)
+
+
+@pytest.mark.parametrize("bits", [2, 4])
+def test_lsq_activation_init_is_on_the_relu_output_and_signed_init_on_the_input(bits):
+    """LSQ §2.1 s₀ = 2·⟨|v|⟩/√Q_P over the data being quantized: relu(x) for the unsigned quantizer that replaces a
+    ReLU (Q_P = 2^b − 1), x itself for a signed input (Q_P = 2^{b−1} − 1). Issue #15: the unsigned step was
+    initialised from x, negatives included, ~2× too large on N(0, 1)."""
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(bits))
+    unsigned = ql.LearnedStepQuantizer(bits, signed=False).train()
+    unsigned(x)
+    relu_x = torch.where(x > 0, x, torch.zeros_like(x))
+    expected = 2 * relu_x.abs().mean().item() / math.sqrt(2**bits - 1)
+    assert unsigned.step.item() == pytest.approx(expected, rel=1e-6)
+    signed = ql.LearnedStepQuantizer(bits, signed=True).train()
+    signed(x)
+    assert signed.step.item() == pytest.approx(2 * x.abs().mean().item() / math.sqrt(2 ** (bits - 1) - 1), rel=1e-6)
+    # the evaluation-mode probe uses the same s₀ without keeping it
+    probe = ql.LearnedStepQuantizer(bits, signed=False).eval()
+    assert torch.allclose(probe(x), ql.lsq_quantize(x, torch.tensor(expected), 0, 2**bits - 1), atol=1e-6)
+    assert not probe.is_initialized()
 
 
 def test_lsq_signed_input_quantizer_and_one_bit_refusal():

@@ -8,6 +8,7 @@ import pytest
 import torch
 from scipy import optimize, stats
 
+from _bcgd_code import quantize_fbit, quantize_tnn
 from qbench.errors import BitsError, ConfigError
 from qbench.quant import weight as wq
 
@@ -129,6 +130,19 @@ def test_bcgd_weight_quantizers_by_bits(bits, expected, gen):
     assert torch.equal(twn.hard(w), wq.ternary_twn(w))
 
 
+@pytest.mark.parametrize("bits", [1, 2, 3, 4, 8])
+def test_bcgd_quantizer_is_the_authors_rule_at_every_bit_width(bits, gen):
+    """quantize_bw (δ·sign, δ = mean|w|), quantize_tnn and quantize_fbit's grid, written out in _bcgd_code."""
+    w = torch.randn(400, generator=gen, dtype=torch.float64)
+    q = wq.bcgd_quantizer(bits)(w)
+    if bits == 1:
+        expected = w.abs().mean().item() * np.sign(w.numpy())
+    else:
+        expected = quantize_tnn(w) if bits == 2 else quantize_fbit(w, bits)
+    assert torch.allclose(q, torch.from_numpy(expected), atol=1e-12)
+    assert q.unique().numel() <= wq.num_levels(bits)
+
+
 def test_bcgd_weight_refuses_other_bits_and_scales():
     with pytest.raises(BitsError, match="W1, W2 and W4"):
         wq.bcgd_weight(3)
@@ -174,17 +188,27 @@ def test_pow2_refit_does_not_increase_error(gen):
     assert e2 <= e0 + 1e-9
 
 
-def test_bcgd_4bit_matches_spec_formula(gen):
+@pytest.mark.parametrize("bits", [3, 4, 5])
+def test_bcgd_grid_matches_the_authors_quantize_fbit(bits, gen):
+    """bcgd_grid against the authors' loop over the bins (_bcgd_code.quantize_fbit), on random weights and on hand
+    points at the bin edges, δ = 1 exactly: a bin is (2k − 1)δ < |w| ≤ (2k + 1)δ, so |w| = 3δ is level 1 (a
+    round-half-even of |w|/2δ would give 2)."""
     w = torch.randn(300, generator=gen, dtype=torch.float64)
-    q = wq.bcgd_4bit(w)
-    # Spec §1, written out independently in numpy.
-    a = w.abs().numpy()
-    delta = a.max() / 15
-    k = (a / (2 * delta)).round().clip(0, 7)
-    s = (a * k).sum() / (k * k).sum()
-    expected = s * k * torch.sign(w).numpy()
-    assert torch.allclose(q, torch.from_numpy(expected), atol=1e-12)
-    assert q.unique().numel() <= 15
+    q = wq.bcgd_grid(w, bits)
+    assert torch.allclose(q, torch.from_numpy(quantize_fbit(w, bits)), atol=1e-12)
+    assert q.unique().numel() <= 2**bits - 1
+    top = 2 ** (bits - 1) - 1
+    edges = torch.tensor([2.0 * top + 1, -1.0, 0.5, 1.5, 3.0, -3.0, 5.0, 7.0, 2.0 * top - 1, 0.0], dtype=torch.float64)
+    q = wq.bcgd_grid(edges, bits)
+    assert torch.allclose(q, torch.from_numpy(quantize_fbit(edges, bits)), atol=1e-12)
+    codes = (q / q[0] * top).round().tolist()  # the largest entry is on the top level
+    assert codes[:6] == [top, 0, 0, 1, 1, -1]
+    assert wq.bcgd_4bit(w).equal(wq.bcgd_grid(w, 4))
+
+
+def test_bcgd_grid_refuses_fewer_than_three_bits():
+    with pytest.raises(BitsError, match="ternary_twn"):
+        wq.bcgd_grid(torch.ones(3), 2)
 
 
 @pytest.mark.parametrize("bits", [2, 3, 4, 8])

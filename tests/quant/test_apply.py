@@ -25,7 +25,7 @@ LIGHT = [
     ("test_convnext", {}, (3, 32, 32)),
 ]
 # Heavy models required by the issue: each in a few cells (methods rotate over bit-widths and policies).
-HEAVY = [  # the real timm classes and layer types at 32×32 inputs (and fewer blocks where timm takes the argument)
+HEAVY = [  # the real timm classes and layer types at 32×32 inputs (narrower or shallower where timm takes the argument)
     ("resnet18", {}, (3, 32, 32)),
     ("mobilenetv2_100", {}, (3, 32, 32)),
     ("efficientnet_b0", {}, (3, 32, 32)),

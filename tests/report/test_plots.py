@@ -12,8 +12,7 @@ import yaml
 
 from qbench.errors import QbenchError
 from qbench.report import load_runs, report
-from qbench.report.plots import (plot_accuracy_vs_bits, plot_curves, plot_pareto, plot_recurrence,
-                                 plot_recurrence_toy, write_plots)
+from qbench.report.plots import plot_accuracy_vs_bits, plot_curves, plot_pareto, plot_recurrence, plot_recurrence_toy
 from qbench.results import SCHEMA_VERSION, atomic_write_json, atomic_write_text, write_jsonl
 
 SUITE = "toy"
@@ -112,8 +111,11 @@ def test_recurrence_without_diagnostics_is_a_clear_error(results, tmp_path):
 
 
 def test_write_plots_and_report_write_all_pngs(results, tmp_path):
-    out = tmp_path / "plots"
-    paths = write_plots(load_runs(results, SUITE), results, out, SUITE)
+    out = results / "leaderboards"
+    written = report(SUITE, results_dir=results)  # the tables, write_plots' figures and the CD diagram
+    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png", ".svg", ".pdf"}
+    assert all(p.parent == out for p in written)
+    paths = [p for p in written if p.suffix in (".png", ".svg", ".pdf") and not p.stem.endswith("_cd")]
     names = {p.name for p in paths}
     assert {f"{SUITE}_accuracy_vs_bits.png", f"{SUITE}_pareto.png", f"{SUITE}_curves_mnist_lenet5_W1A4.png",
             f"{SUITE}_recurrence_mnist_lenet5_W1A4.png"} <= names
@@ -123,9 +125,6 @@ def test_write_plots_and_report_write_all_pngs(results, tmp_path):
         assert_figure(path)
     assert sorted(p.name for p in paths) == sorted(f"{p.stem}.{fmt}" for p in paths for fmt in ("png", "svg", "pdf")
                                                    if p.suffix == ".png")
-    written = report(SUITE, results_dir=results)
-    assert {p.suffix for p in written} == {".md", ".csv", ".html", ".tex", ".png", ".svg", ".pdf"}  # + the CD diagram
-    assert all(p.parent == results / "leaderboards" for p in written)
 
 
 def test_plots_run_headless_and_import_lazily(results, tmp_path):

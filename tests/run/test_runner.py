@@ -96,6 +96,7 @@ def _qbench(args, results_dir, **kw):
                             text=True, start_new_session=True, **kw)
 
 
+@pytest.mark.slow  # three CLI processes; tests/run/test_records.py kills a run at twenty points in-process
 def test_killed_run_resumes_to_the_same_final_metrics(tmp_path):
     reference = _qbench([], tmp_path / "ref")
     killed = _qbench([], tmp_path / "killed")

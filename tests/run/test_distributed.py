@@ -281,6 +281,7 @@ def test_global_batch_must_divide_by_the_world_size(tmp_path, monkeypatch):
         run_suite(cfg, progress=False)
 
 
+@pytest.mark.slow  # a torchrun job of 2 ranks (~20 s of 2 cores): `pytest -m slow tests/run/test_distributed.py`
 def test_a_rank_that_diverges_alone_stops_every_rank(tmp_path):
     """NaN on one rank only: every rank stops at the same step (no hang in DDP's all-reduce), recorded as diverged."""
     proc = subprocess.run([*TORCHRUN, __file__, "diverging-worker", str(tmp_path)], env=_env(), cwd=REPO,

@@ -31,7 +31,8 @@ def plot_cd_diagram(friedman: Friedman, title: str = "") -> "object":
     width = 8.0
     fig = Figure(figsize=(width, height))
     FigureCanvasAgg(fig)
-    ax = fig.add_axes((0.01, 0.02, 0.98, 0.96 if not title else 0.86))
+    title_lines = title.count("\n") + 1 if title else 0
+    ax = fig.add_axes((0.01, 0.02, 0.98, 0.96 - 0.1 * title_lines))
     # room for the longest label on each side: a label of n characters at 9 pt is about 0.07·n + 0.15 inches, and the
     # margin m (data units) must hold it in a width of k + 1 + 2m data units over 0.98·width inches
     label_inches = 0.07 * max(len(f"{m} ({friedman.rank_of(m):.2f})") for m in order) + 0.15
@@ -77,6 +78,6 @@ def write_cd_diagram(friedman: Friedman | None, out_dir: str | Path, suite: str)
     p_value = "p < 0.001" if friedman.p_value < 0.001 else f"p = {friedman.p_value:.3f}"
     verdict = (f"Friedman {p_value}, Nemenyi at α = {friedman.alpha:g}" if friedman.significant
                else f"Friedman {p_value}: no significant difference at α = {friedman.alpha:g}")
-    title = f"{suite}: average rank over {friedman.n_blocks} quantized columns ({verdict})"
+    title = f"{suite}: average rank over {friedman.n_blocks} quantized columns\n{verdict}"  # two lines: never clipped
     with figure_style():
         return save_figure(plot_cd_diagram(friedman, title), Path(out_dir) / f"{suite}_cd.png")

@@ -409,8 +409,33 @@ def test_train_loader_shards_like_distributed_sampler():
     labels = torch.as_tensor([splits.train[i][1] for i in range(len(splits.train))])
     counts = torch.bincount(epochs[0], minlength=10) - torch.bincount(labels, minlength=10)
     assert counts.sum() == len(splits.train) % 2 and (counts >= 0).all()
-    EpochLoader,
-    FileBatches,
-    RandomCropFlip,
-    TensorBatches,
-    read_cifar,
+
+
+class _Planted:
+    """Pickles to a call that writes a marker file: what a planted data file would run on a plain pickle.load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (Path(self.marker), "pwned"))
+
+
+@pytest.mark.parametrize("protocol", [2, pickle.HIGHEST_PROTOCOL])
+def test_a_planted_cifar_pickle_is_refused_without_running_it(tmp_path, protocol):
+    """Issue #14: the CIFAR reader admits only the globals of the format (numpy arrays, bytes); a payload is one
+    DataError line naming the global, and nothing runs. Real-format files written with either protocol still load."""
+    make_cifar10(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    images = np.arange(2 * 3072, dtype=np.uint8).reshape(2, 3, 32, 32)
+    with open(folder / "data_batch_2", "wb") as f:  # the genuine format, pickled with this protocol
+        pickle.dump({b"data": images.reshape(2, 3072), b"labels": [3, 4], b"batch_label": b"x"}, f, protocol=protocol)
+    x, y = read_cifar(folder / "data_batch_2")
+    assert np.array_equal(x, images) and y.tolist() == [3, 4]
+    marker = tmp_path / "marker"
+    with open(folder / "data_batch_3", "wb") as f:
+        pickle.dump({b"data": _Planted(marker), b"labels": [0]}, f, protocol=protocol)
+    with pytest.raises(DataError) as exc:
+        build_datasets("cifar10", tmp_path)
+    assert "global" in str(exc.value) and "not part of the CIFAR format" in str(exc.value)
+    assert "\n" not in str(exc.value) and not marker.exists()

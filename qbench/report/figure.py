@@ -319,18 +319,22 @@ def save_figure(fig, path: str | Path) -> list[Path]:
     metadata = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
                 "pdf": {"CreationDate": None, "Creator": None, "Producer": None}}
     paths = []
-    for index, fmt in enumerate(FIGURE_FORMATS):
-        target = path.with_suffix(f".{fmt}")
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata[fmt])
-        if index == 0 and fig.get_layout_engine() is not None:
-            # The first save ran the layout; the vector copies keep it (one layout for the three files, and the
-            # constrained-layout solve is a third of the time of writing a figure).
-            fig.set_layout_engine("none")
-        data = buffer.getvalue()
-        data = _palette_png(data) if fmt == "png" else _stable_svg_ids(data) if fmt == "svg" else data
-        atomic_write_bytes(target, data)
-        paths.append(target)
+    engine = fig.get_layout_engine()
+    try:
+        for index, fmt in enumerate(FIGURE_FORMATS):
+            target = path.with_suffix(f".{fmt}")
+            buffer = io.BytesIO()
+            fig.savefig(buffer, format=fmt, dpi=PNG_DPI, metadata=metadata[fmt])
+            if index == 0 and engine is not None:
+                # The first save ran the layout; the vector copies keep it (one layout for the three files, and the
+                # constrained-layout solve is a third of the time of writing a figure).
+                fig.set_layout_engine("none")
+            data = buffer.getvalue()
+            data = _palette_png(data) if fmt == "png" else _stable_svg_ids(data) if fmt == "svg" else data
+            atomic_write_bytes(target, data)
+            paths.append(target)
+    finally:
+        fig.set_layout_engine(engine)  # the caller's figure keeps its layout engine
     return paths
 
 

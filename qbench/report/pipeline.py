@@ -54,8 +54,9 @@ def report(
     )
     paths = write_board(board, out_dir, suite, formats)
     shown = filter_runs(runs, where)
-    figures = write_plots(shown, results_dir, out_dir, suite, metric=metric) if plots else []
+    figures = []
     if plots:
+        figures = write_plots(shown, results_dir, out_dir, suite, metric=metric)
         figures += write_cd_diagram(board.friedman if isinstance(board, Leaderboard) else None, out_dir, suite)
     paths += figures
     if SITE_FORMAT in formats:
